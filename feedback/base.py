@@ -1,0 +1,56 @@
+"""The RewardSource interface: what every kind of feedback looks like to a rollout worker.
+
+A worker hands a source a batch of `ScoreRequest`s. Immediate sources (personas, functions,
+remote services) answer each with a `Score`. Delayed sources (people) answer `None` for items
+still waiting and hand the finished ones back later from `poll()`; the worker keeps those
+trajectories until then. `expected()` is the noise-free expectation used by evaluation (a
+persona's own like probability); sources that cannot say return None.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from rewardloop.trajectory import RewardPart
+
+
+@dataclass
+class ScoreRequest:
+    id: str
+    """The trajectory id; delayed ratings refer back to it."""
+    prompt: str
+    completion: str
+    prompt_key: str = ""
+    """A label for the prompt (the reader's name in the news-feed example)."""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    reward: float
+    parts: list[RewardPart] = field(default_factory=list)
+    source: str = ""
+    rater: str = ""
+    latency_s: float = 0.0
+
+
+class RewardSource(ABC):
+    """Scores completions. Implementations must be safe to call from one worker thread."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    def score(self, items: list[ScoreRequest]) -> list[Score | None]:
+        """One entry per item, in order; None means 'pending, see poll()'."""
+
+    def poll(self, timeout_s: float = 0.0) -> list[tuple[str, Score]]:
+        """Scores for items that were pending, as (item id, score); immediate sources have none."""
+        return []
+
+    def expected(self, items: list[ScoreRequest]) -> list[float] | None:
+        """Noise-free expected reward per item, for evaluation; None when not known."""
+        return None
+
+    def close(self) -> None:
+        """Release connections and threads."""

@@ -1,0 +1,1 @@
+"""rewardloop: learn from feedback with Ray rollout actors, gRPC streams and a central learner."""

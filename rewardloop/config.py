@@ -1,0 +1,356 @@
+"""The one config system: frozen dataclasses, loaded from YAML, overridden with `--set a.b=v`.
+
+Every field has a doc line. Validation runs in `__post_init__` and raises `ConfigError` with a
+message that names the key and says what to change, so a bad value stops a run at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from rewardloop.errors import ConfigError
+
+ALGORITHMS = ("grpo", "rloo", "reinforce", "ppo")
+REWARD_KINDS = ("persona", "function", "http", "grpc", "human")
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+class _Section:
+    """Mixin: `key(name)` gives the dotted key of a field for error messages."""
+
+    section: ClassVar[str] = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.section}.{name}" if self.section else name
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    section: ClassVar[str] = "model"
+    name_or_path: str = "default"
+    """`default`: the task's tiny model, built once and cached; else a local HF dir or id."""
+    cache_dir: str = "~/.cache/rewardloop"
+    """Where built default models and tokenizers are cached."""
+    pretrain_seconds: float = 60.0
+    """CPU seconds spent pre-training the default model when it is first built."""
+    n_layer: int = 2
+    """Layers of the default GPT-2-shaped model."""
+    n_embd: int = 128
+    """Width of the default model."""
+    vocab_size: int = 1024
+    """BPE vocabulary size of the default tokenizer."""
+    dtype: str = "float32"
+    """Learner parameter dtype on a GPU: float32 or bfloat16 (CPU always uses float32)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")
+        _require(self.pretrain_seconds > 0, self.key("pretrain_seconds"), "must be > 0")
+        _require(self.n_layer >= 1, self.key("n_layer"), "must be >= 1")
+        _require(self.n_embd >= 8 and self.n_embd % 4 == 0, self.key("n_embd"), "must be a multiple of 4, >= 8")
+        _require(self.vocab_size >= 300, self.key("vocab_size"), "must be >= 300 (bytes + merges)")
+        _require(self.dtype in ("float32", "bfloat16"), self.key("dtype"), "use float32 or bfloat16")
+
+
+@dataclass(frozen=True)
+class RolloutConfig(_Section):
+    section: ClassVar[str] = "rollout"
+    num_workers: int = 1
+    """Rollout worker actors to start."""
+    group_size: int = 8
+    """Completions sampled per prompt (G); advantages are relative within a group."""
+    prompts_per_generation: int = 3
+    """Prompts sampled per generation call (one group each)."""
+    max_new_tokens: int = 24
+    """Longest completion, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature (1.0 keeps behavior log-probs those of the policy itself)."""
+    send_batch_size: int = 24
+    """Trajectories per TrajectoryBatch on the gRPC stream."""
+    weight_sync: str = "object_store"
+    """How workers get new weights: object_store (in-cluster) or grpc (WeightService)."""
+    torch_threads: int = 1
+    """torch intra-op threads per worker."""
+    rpc_timeout_s: float = 30.0
+    """Deadline for every call a worker makes (acks, credits, weights)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_workers >= 1, self.key("num_workers"), "must be >= 1")
+        _require(self.group_size >= 2, self.key("group_size"), "must be >= 2 for group baselines")
+        _require(self.prompts_per_generation >= 1, self.key("prompts_per_generation"), "must be >= 1")
+        _require(self.max_new_tokens >= 1, self.key("max_new_tokens"), "must be >= 1")
+        _require(self.temperature > 0, self.key("temperature"), "must be > 0")
+        _require(self.send_batch_size >= 1, self.key("send_batch_size"), "must be >= 1")
+        _require(self.weight_sync in ("object_store", "grpc"), self.key("weight_sync"), "use object_store or grpc")
+        _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
+        _require(self.rpc_timeout_s > 0, self.key("rpc_timeout_s"), "must be > 0")
+
+
+@dataclass(frozen=True)
+class LearnerConfig(_Section):
+    section: ClassVar[str] = "learner"
+    algorithm: str = "grpo"
+    """grpo (group-relative, PPO-clip), rloo, reinforce (running-mean baseline), ppo."""
+    lr: float = 2e-3
+    """Adam learning rate."""
+    lr_schedule: str = "constant"
+    """constant, linear or cosine decay to 10% over max_steps, after warmup_steps."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    groups_per_step: int = 3
+    """Groups (prompts x group_size trajectories) consumed by one optimizer step."""
+    max_steps: int = 200
+    """Optimizer steps in a run."""
+    max_staleness: int = 1
+    """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
+    buffer_capacity: int = 96
+    """Trajectories the learner buffers; also the total credits granted to workers."""
+    clip_eps: float = 0.2
+    """PPO clip range for the policy ratio."""
+    is_cap: float = 2.0
+    """Truncation cap for importance weights learner/behavior on stale data."""
+    scale_std: bool = True
+    """GRPO: divide group-relative advantages by the group's std."""
+    aggregation: str = "token"
+    """Loss aggregation: token (mean over all tokens) or sequence (mean of per-sequence means)."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen reference (0 = no reference kept)."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1 or k3."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    grad_clip: float = 1.0
+    """Max global grad norm (0 = off)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    port: int = 0
+    """TrajectoryService port (0 = a free one)."""
+    host: str = "127.0.0.1"
+    """Interface the ingest and weight servers bind."""
+    wait_timeout_s: float = 120.0
+    """Longest the learner waits for a full batch before it reports starvation."""
+    torch_threads: int = 1
+    """torch intra-op threads on the learner (CPU)."""
+
+    def __post_init__(self) -> None:
+        _require(self.algorithm in ALGORITHMS, self.key("algorithm"), f"use one of {', '.join(ALGORITHMS)}")
+        _require(0 < self.lr < 1, self.key("lr"), f"must be in (0, 1), got {self.lr}; e.g. --set learner.lr=1e-3")
+        _require(self.lr_schedule in ("constant", "linear", "cosine"), self.key("lr_schedule"), "use constant, linear or cosine")
+        _require(self.warmup_steps >= 0, self.key("warmup_steps"), "must be >= 0")
+        _require(self.groups_per_step >= 1, self.key("groups_per_step"), "must be >= 1")
+        _require(self.max_steps >= 1, self.key("max_steps"), "must be >= 1")
+        _require(self.max_staleness >= 0, self.key("max_staleness"), "must be >= 0")
+        _require(self.buffer_capacity >= 1, self.key("buffer_capacity"), "must be >= 1")
+        _require(0 < self.clip_eps < 1, self.key("clip_eps"), "must be in (0, 1)")
+        _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
+        _require(self.aggregation in ("token", "sequence"), self.key("aggregation"), "use token or sequence")
+        _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
+        _require(self.kl_estimator in ("k1", "k3"), self.key("kl_estimator"), "use k1 or k3")
+        _require(self.grad_clip >= 0, self.key("grad_clip"), "must be >= 0 (0 = off)")
+        _require(self.device in ("auto", "cpu", "cuda"), self.key("device"), "use auto, cpu or cuda")
+        _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
+        _require(self.wait_timeout_s > 0, self.key("wait_timeout_s"), "must be > 0")
+        _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RewardConfig(_Section):
+    section: ClassVar[str] = "reward"
+    kind: str = "persona"
+    """persona, function, http, grpc or human (see README: Your own feedback)."""
+    like_prob: float = 0.9
+    """Persona: probability a reader likes a well-formed headline on a topic they like."""
+    dislike_prob: float = 0.1
+    """Persona: probability a reader likes a well-formed headline on another topic."""
+    function: str = ""
+    """function: import path `package.module:callable` taking (prompts, completions, metadata)."""
+    url: str = ""
+    """http: the reward service URL; grpc: host:port of a FeedbackService."""
+    timeout_s: float = 10.0
+    """Deadline for one call to a remote reward service."""
+    max_batch: int = 64
+    """Items per call to a remote reward service."""
+    retries: int = 3
+    """Retries (with exponential backoff) on a failed remote call."""
+    max_concurrency: int = 4
+    """Concurrent calls a worker makes to a remote reward service."""
+    headers: dict = field(default_factory=dict)
+    """Extra HTTP headers, e.g. {Authorization: Bearer <token>}."""
+
+    def __post_init__(self) -> None:
+        _require(self.kind in REWARD_KINDS, self.key("kind"), f"use one of {', '.join(REWARD_KINDS)}")
+        _require(0 <= self.dislike_prob <= self.like_prob <= 1, self.key("like_prob"), "need 0 <= dislike_prob <= like_prob <= 1")
+        _require(self.kind != "function" or ":" in self.function, self.key("function"), "set it to `module.path:callable`")
+        _require(self.kind not in ("http", "grpc") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")
+        _require(self.timeout_s > 0, self.key("timeout_s"), "must be > 0")
+        _require(self.max_batch >= 1, self.key("max_batch"), "must be >= 1")
+        _require(self.retries >= 0, self.key("retries"), "must be >= 0")
+        _require(self.max_concurrency >= 1, self.key("max_concurrency"), "must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvalConfig(_Section):
+    section: ClassVar[str] = "eval"
+    samples_per_prompt: int = 16
+    """Completions sampled per held-out prompt when measuring like rates."""
+    every_steps: int = 50
+    """Evaluate on held-out prompts every this many steps (0 = only at start and end)."""
+
+    def __post_init__(self) -> None:
+        _require(self.samples_per_prompt >= 1, self.key("samples_per_prompt"), "must be >= 1")
+        _require(self.every_steps >= 0, self.key("every_steps"), "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ClusterConfig(_Section):
+    section: ClassVar[str] = "cluster"
+    address: str = ""
+    """Ray address to join (empty = start an embedded local Ray)."""
+    num_cpus: int = 0
+    """CPUs for the embedded local Ray (0 = all of this machine's)."""
+    learner_gpus: float = -1
+    """GPUs for the learner actor (-1 = one if the cluster has any, else none)."""
+
+    def __post_init__(self) -> None:
+        _require(self.num_cpus >= 0, self.key("num_cpus"), "must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    section: ClassVar[str] = ""
+    task: str = "newsfeed"
+    """The example whose prompts, readers and default model are used."""
+    seed: int = 0
+    """Seed for sampling, prompts and persona draws."""
+    out: str = "runs/latest"
+    """Run directory: metrics.jsonl, reward_curve.png, checkpoint/, summary.json."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.task in ("newsfeed", "helpdesk"), "task", "use newsfeed or helpdesk")
+        groups = self.learner.groups_per_step * self.rollout.group_size
+        _require(
+            self.learner.buffer_capacity >= groups,
+            "learner.buffer_capacity",
+            f"must hold one step's trajectories ({groups} = groups_per_step x group_size)",
+        )
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's type, or say which key is wrong."""
+    if dataclasses.is_dataclass(typ):
+        _require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
+        return _build(typ, value, prefix=key)
+    origin = typing.get_origin(typ) or typ
+    if origin is bool:
+        if isinstance(value, bool):
+            return value
+        _require(isinstance(value, str) and value.lower() in ("true", "false"), key, f"must be true or false, got {value!r}")
+        return value.lower() == "true"
+    if origin is int:
+        _require(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if origin is float:
+        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
+        return float(value)
+    if origin is str:
+        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), key, f"must be a string, got {value!r}")
+        return str(value)
+    if origin is dict:
+        _require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (tuple, list, types.GenericAlias):
+        _require(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    types_ = _field_types(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name not in names:
+            raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(sorted(names))}")
+        kwargs[name] = _coerce(value, types_[name], key)
+    return cls(**kwargs)
+
+
+def _set_path(data: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        _require(isinstance(node, dict), dotted, f"{part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`learner.lr=1e-5` -> ("learner.lr", 1e-5); values are parsed as YAML scalars."""
+    key, sep, raw = text.partition("=")
+    _require(bool(sep) and bool(key.strip()), text, "overrides look like section.key=value")
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and _looks_numeric(value):
+        value = float(value)
+    return key.strip(), value
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read YAML (optional), apply `--set` overrides, validate, return the frozen config."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"--config: file {p} does not exist")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        _require(isinstance(loaded, dict), str(p), "the config file must be a YAML mapping")
+        data = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_path(data, key, value)
+    try:
+        return _build(RunConfig, data)
+    except TypeError as exc:  # a field missing a value cannot happen (all have defaults)
+        raise ConfigError(str(exc)) from exc
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config (for summary.json and for shipping to Ray actors)."""
+    return dataclasses.asdict(cfg)
+
+
+def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
+    """`replace(cfg, learner={"lr": 1e-3})`: a copy with some keys of some sections changed."""
+    changed = {}
+    for name, value in sections.items():
+        current = getattr(cfg, name)
+        changed[name] = dataclasses.replace(current, **value) if isinstance(value, dict) else value
+    return dataclasses.replace(cfg, **changed)

@@ -1,0 +1,95 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RewardPart(_message.Message):
+    __slots__ = ("name", "value", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class FeedbackMeta(_message.Message):
+    __slots__ = ("source", "latency_s", "rater")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    RATER_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    latency_s: float
+    rater: str
+    def __init__(self, source: _Optional[str] = ..., latency_s: _Optional[float] = ..., rater: _Optional[str] = ...) -> None: ...
+
+class Trajectory(_message.Message):
+    __slots__ = ("id", "group_id", "prompt_ids", "completion_ids", "behavior_logprobs", "reward", "reward_parts", "policy_version", "worker_id", "feedback", "group_size", "prompt_key")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_IDS_FIELD_NUMBER: _ClassVar[int]
+    BEHAVIOR_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    REWARD_PARTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_KEY_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    group_id: str
+    prompt_ids: _containers.RepeatedScalarFieldContainer[int]
+    completion_ids: _containers.RepeatedScalarFieldContainer[int]
+    behavior_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    reward: float
+    reward_parts: _containers.RepeatedCompositeFieldContainer[RewardPart]
+    policy_version: int
+    worker_id: str
+    feedback: FeedbackMeta
+    group_size: int
+    prompt_key: str
+    def __init__(self, id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., completion_ids: _Optional[_Iterable[int]] = ..., behavior_logprobs: _Optional[_Iterable[float]] = ..., reward: _Optional[float] = ..., reward_parts: _Optional[_Iterable[_Union[RewardPart, _Mapping]]] = ..., policy_version: _Optional[int] = ..., worker_id: _Optional[str] = ..., feedback: _Optional[_Union[FeedbackMeta, _Mapping]] = ..., group_size: _Optional[int] = ..., prompt_key: _Optional[str] = ...) -> None: ...
+
+class TrajectoryBatch(_message.Message):
+    __slots__ = ("batch_seq", "trajectories", "hello")
+    BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TRAJECTORIES_FIELD_NUMBER: _ClassVar[int]
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    batch_seq: int
+    trajectories: _containers.RepeatedCompositeFieldContainer[Trajectory]
+    hello: Hello
+    def __init__(self, batch_seq: _Optional[int] = ..., trajectories: _Optional[_Iterable[_Union[Trajectory, _Mapping]]] = ..., hello: _Optional[_Union[Hello, _Mapping]] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("worker_id",)
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    worker_id: str
+    def __init__(self, worker_id: _Optional[str] = ...) -> None: ...
+
+class Rejection(_message.Message):
+    __slots__ = ("id", "reason")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class Ack(_message.Message):
+    __slots__ = ("batch_seq", "accepted", "duplicate", "rejected", "credits", "learner_version")
+    BATCH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    batch_seq: int
+    accepted: _containers.RepeatedScalarFieldContainer[str]
+    duplicate: _containers.RepeatedScalarFieldContainer[str]
+    rejected: _containers.RepeatedCompositeFieldContainer[Rejection]
+    credits: int
+    learner_version: int
+    def __init__(self, batch_seq: _Optional[int] = ..., accepted: _Optional[_Iterable[str]] = ..., duplicate: _Optional[_Iterable[str]] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ..., credits: _Optional[int] = ..., learner_version: _Optional[int] = ...) -> None: ...
