@@ -10,29 +10,10 @@ persona's own like probability); sources that cannot say return None.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 
-from rewardloop.trajectory import RewardPart
+from rewardloop.scoring import EXPIRED, Score, ScoreRequest
 
-
-@dataclass
-class ScoreRequest:
-    id: str
-    """The trajectory id; delayed ratings refer back to it."""
-    prompt: str
-    completion: str
-    prompt_key: str = ""
-    """A label for the prompt (the reader's name in the news-feed example)."""
-    metadata: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Score:
-    reward: float
-    parts: list[RewardPart] = field(default_factory=list)
-    source: str = ""
-    rater: str = ""
-    latency_s: float = 0.0
+__all__ = ["EXPIRED", "RewardSource", "Score", "ScoreRequest"]
 
 
 class RewardSource(ABC):

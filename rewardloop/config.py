@@ -186,16 +186,95 @@ class RewardConfig(_Section):
     """Concurrent calls a worker makes to a remote reward service."""
     headers: dict = field(default_factory=dict)
     """Extra HTTP headers, e.g. {Authorization: Bearer <token>}."""
+    ca_cert: str = ""
+    """PEM file of the CA to trust for https:// and grpcs:// reward services (empty = system roots)."""
+    sources: tuple = ()
+    """Weighted combination (overrides kind): [{kind: http, weight: 0.7, url: ...}, {kind: human, ...}]."""
 
     def __post_init__(self) -> None:
         _require(self.kind in REWARD_KINDS, self.key("kind"), f"use one of {', '.join(REWARD_KINDS)}")
         _require(0 <= self.dislike_prob <= self.like_prob <= 1, self.key("like_prob"), "need 0 <= dislike_prob <= like_prob <= 1")
         _require(self.kind != "function" or ":" in self.function, self.key("function"), "set it to `module.path:callable`")
-        _require(self.kind not in ("http", "grpc") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")
+        _require(self.kind not in ("http", "grpc", "human") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")
         _require(self.timeout_s > 0, self.key("timeout_s"), "must be > 0")
         _require(self.max_batch >= 1, self.key("max_batch"), "must be >= 1")
         _require(self.retries >= 0, self.key("retries"), "must be >= 0")
         _require(self.max_concurrency >= 1, self.key("max_concurrency"), "must be >= 1")
+        _require(isinstance(self.headers, dict), self.key("headers"), "must be a mapping of header: value")
+        self.source_configs()  # validates every entry of `sources`
+
+    def source_configs(self) -> list[tuple[str, float, RewardConfig]]:
+        """(name, weight, config) per entry of `sources`; each inherits this section's other keys."""
+        known = {f.name for f in dataclasses.fields(self)} - {"sources"}
+        out, names = [], set()
+        for i, spec in enumerate(self.sources):
+            key = f"{self.key('sources')}[{i}]"
+            _require(isinstance(spec, dict), key, "each source is a mapping like {kind: http, weight: 0.5, url: ...}")
+            _require(spec.get("kind") in REWARD_KINDS, f"{key}.kind", f"use one of {', '.join(REWARD_KINDS)}")
+            weight = spec.get("weight", 1.0)
+            _require(isinstance(weight, (int, float)) and not isinstance(weight, bool) and abs(weight) < float("inf"), f"{key}.weight", "must be a finite number")
+            unknown = sorted(set(spec) - known - {"weight", "name"})
+            _require(not unknown, f"{key}.{unknown[0] if unknown else ''}", f"unknown key; known: weight, name, {', '.join(sorted(known))}")
+            name = str(spec.get("name") or spec["kind"])
+            _require(name not in names, f"{key}.name", f"{name!r} is used twice; give each source a distinct name")
+            names.add(name)
+            types_ = _field_types(RewardConfig)
+            overrides = {k: _coerce(v, types_[k], f"{key}.{k}") for k, v in spec.items() if k not in ("weight", "name")}
+            try:
+                sub = dataclasses.replace(self, sources=(), **overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}.{str(exc).removeprefix('reward.')}") from None
+            except TypeError as exc:
+                raise ConfigError(f"{key}: {exc}") from None
+            out.append((name, float(weight), sub))
+        return out
+
+
+@dataclass(frozen=True)
+class FeedbackConfig(_Section):
+    section: ClassVar[str] = "feedback"
+    store_path: str = "~/.local/share/rewardloop/feedback.sqlite3"
+    """The gateway's SQLite store (WAL mode); ratings are written here before they are acked."""
+    expiry_s: float = 3600.0
+    """Seconds a published item waits for a rating before the expiry outcome applies."""
+    expiry_outcome: str = "drop"
+    """What an expired item becomes: drop (the worker discards the trajectory) or neutral."""
+    neutral_reward: float = 0.5
+    """Reward of an item that expired with expiry_outcome=neutral."""
+    token: str = ""
+    """Bearer token every gateway call but health needs (a literal or env:NAME; empty = open)."""
+    tls_cert: str = ""
+    """PEM certificate: serve gRPC over TLS and HTTP over HTTPS (needs tls_key)."""
+    tls_key: str = ""
+    """PEM private key matching tls_cert."""
+    host: str = "127.0.0.1"
+    """Interface the gateway binds (0.0.0.0 to let raters on other machines in)."""
+    http_port: int = 8470
+    """Port of the HTTP/JSON API and the rating page (0 = a free one)."""
+    grpc_port: int = 8471
+    """Port of the gRPC FeedbackService (0 = a free one)."""
+    max_request_bytes: int = 1 << 20
+    """Largest request body the gateway accepts (HTTP 413 / gRPC RESOURCE_EXHAUSTED beyond)."""
+    retention_days: float = 30.0
+    """Raw ratings and finished items older than this are purged (0 = keep forever)."""
+    content_check: str = ""
+    """`module:callable` run on every item before a rater or user sees it; empty = built-in no-op."""
+    blocked_reward: float = -1.0
+    """Reward of an item the content check blocked (it is never shown)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.store_path), self.key("store_path"), "must not be empty (use :memory: for a throwaway store)")
+        _require(self.expiry_s > 0, self.key("expiry_s"), "must be > 0")
+        _require(self.expiry_outcome in ("drop", "neutral"), self.key("expiry_outcome"), "use drop or neutral")
+        _require(abs(self.neutral_reward) < float("inf"), self.key("neutral_reward"), "must be finite")
+        _require(bool(self.tls_cert) == bool(self.tls_key), self.key("tls_cert"), "set both feedback.tls_cert and feedback.tls_key, or neither")
+        _require(bool(self.host), self.key("host"), "must not be empty")
+        _require(0 <= self.http_port < 65536, self.key("http_port"), "must be a TCP port or 0")
+        _require(0 <= self.grpc_port < 65536, self.key("grpc_port"), "must be a TCP port or 0")
+        _require(self.max_request_bytes >= 1024, self.key("max_request_bytes"), "must be >= 1024")
+        _require(self.retention_days >= 0, self.key("retention_days"), "must be >= 0 (0 = keep forever)")
+        _require(not self.content_check or ":" in self.content_check, self.key("content_check"), "set it to `module.path:callable` or leave it empty")
+        _require(abs(self.blocked_reward) < float("inf"), self.key("blocked_reward"), "must be finite")
 
 
 @dataclass(frozen=True)
@@ -205,10 +284,13 @@ class EvalConfig(_Section):
     """Completions sampled per held-out prompt when measuring like rates."""
     every_steps: int = 50
     """Evaluate on held-out prompts every this many steps (0 = only at start and end)."""
+    target: float = 0.0
+    """Stop early once every key's held-out rate reaches this (0 = train for max_steps)."""
 
     def __post_init__(self) -> None:
         _require(self.samples_per_prompt >= 1, self.key("samples_per_prompt"), "must be >= 1")
         _require(self.every_steps >= 0, self.key("every_steps"), "must be >= 0")
+        _require(0 <= self.target <= 1, self.key("target"), "must be in [0, 1] (0 = off)")
 
 
 @dataclass(frozen=True)
@@ -238,6 +320,7 @@ class RunConfig(_Section):
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
 

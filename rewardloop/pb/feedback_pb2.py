@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/pb/feedback.proto\x12\rrewardloop.pb\"\xd4\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12;\n\x08metadata\x18\x04 \x03(\x0b\x32).rewardloop.pb.FeedbackItem.MetadataEntry\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"<\n\x0ePublishRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.rewardloop.pb.FeedbackItem\"J\n\x0fPublishResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x0f\n\x07\x62locked\x18\x02 \x01(\r\x12\x13\n\x0b\x62locked_ids\x18\x03 \x03(\t\"2\n\x12ListPendingRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\r\n\x05rater\x18\x02 \x01(\t\"A\n\x13ListPendingResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.rewardloop.pb.FeedbackItem\"]\n\x13SubmitRatingRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\r\n\x05rater\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"9\n\x14SubmitRatingResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xa6\x01\n\tScoreItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.rewardloop.pb.ScoreItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0cScoreRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.rewardloop.pb.ScoreItem\" \n\rScoreResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x02\x32\xce\x02\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12H\n\x07Publish\x12\x1d.rewardloop.pb.PublishRequest\x1a\x1e.rewardloop.pb.PublishResponse\x12T\n\x0bListPending\x12!.rewardloop.pb.ListPendingRequest\x1a\".rewardloop.pb.ListPendingResponse\x12W\n\x0cSubmitRating\x12\".rewardloop.pb.SubmitRatingRequest\x1a#.rewardloop.pb.SubmitRatingResponse\x12\x42\n\x05Score\x12\x1b.rewardloop.pb.ScoreRequest\x1a\x1c.rewardloop.pb.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crewardloop/pb/feedback.proto\x12\rrewardloop.pb\"\xd4\x01\n\x0c\x46\x65\x65\x64\x62\x61\x63kItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12;\n\x08metadata\x18\x04 \x03(\x0b\x32).rewardloop.pb.FeedbackItem.MetadataEntry\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x12\n\nexpires_at\x18\x06 \x01(\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"O\n\x0ePublishRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.rewardloop.pb.FeedbackItem\x12\x11\n\tpublisher\x18\x02 \x01(\t\"J\n\x0fPublishResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x0f\n\x07\x62locked\x18\x02 \x01(\r\x12\x13\n\x0b\x62locked_ids\x18\x03 \x03(\t\"2\n\x12ListPendingRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\r\n\x05rater\x18\x02 \x01(\t\"A\n\x13ListPendingResponse\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.rewardloop.pb.FeedbackItem\"l\n\x13SubmitRatingRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\r\n\x05rater\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\r\n\x05stars\x18\x05 \x01(\r\"9\n\x14SubmitRatingResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xa6\x01\n\tScoreItem\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\ncompletion\x18\x03 \x01(\t\x12\x38\n\x08metadata\x18\x04 \x03(\x0b\x32&.rewardloop.pb.ScoreItem.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"7\n\x0cScoreRequest\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.rewardloop.pb.ScoreItem\" \n\rScoreResponse\x12\x0f\n\x07rewards\x18\x01 \x03(\x02\"C\n\x0e\x43ollectRequest\x12\x11\n\tpublisher\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\x12\r\n\x05limit\x18\x03 \x01(\r\"x\n\x07Outcome\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06reward\x18\x03 \x01(\x01\x12\x0c\n\x04\x64rop\x18\x04 \x01(\x08\x12\r\n\x05rater\x18\x05 \x01(\t\x12\x11\n\tlatency_s\x18\x06 \x01(\x01\x12\x0e\n\x06reason\x18\x07 \x01(\t\";\n\x0f\x43ollectResponse\x12(\n\x08outcomes\x18\x01 \x03(\x0b\x32\x16.rewardloop.pb.Outcome2\x98\x03\n\x0f\x46\x65\x65\x64\x62\x61\x63kService\x12H\n\x07Publish\x12\x1d.rewardloop.pb.PublishRequest\x1a\x1e.rewardloop.pb.PublishResponse\x12T\n\x0bListPending\x12!.rewardloop.pb.ListPendingRequest\x1a\".rewardloop.pb.ListPendingResponse\x12W\n\x0cSubmitRating\x12\".rewardloop.pb.SubmitRatingRequest\x1a#.rewardloop.pb.SubmitRatingResponse\x12\x42\n\x05Score\x12\x1b.rewardloop.pb.ScoreRequest\x1a\x1c.rewardloop.pb.ScoreResponse\x12H\n\x07\x43ollect\x12\x1d.rewardloop.pb.CollectRequest\x1a\x1e.rewardloop.pb.CollectResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKITEM_METADATAENTRY']._serialized_start=213
   _globals['_FEEDBACKITEM_METADATAENTRY']._serialized_end=260
   _globals['_PUBLISHREQUEST']._serialized_start=262
-  _globals['_PUBLISHREQUEST']._serialized_end=322
-  _globals['_PUBLISHRESPONSE']._serialized_start=324
-  _globals['_PUBLISHRESPONSE']._serialized_end=398
-  _globals['_LISTPENDINGREQUEST']._serialized_start=400
-  _globals['_LISTPENDINGREQUEST']._serialized_end=450
-  _globals['_LISTPENDINGRESPONSE']._serialized_start=452
-  _globals['_LISTPENDINGRESPONSE']._serialized_end=517
-  _globals['_SUBMITRATINGREQUEST']._serialized_start=519
-  _globals['_SUBMITRATINGREQUEST']._serialized_end=612
-  _globals['_SUBMITRATINGRESPONSE']._serialized_start=614
-  _globals['_SUBMITRATINGRESPONSE']._serialized_end=671
-  _globals['_SCOREITEM']._serialized_start=674
-  _globals['_SCOREITEM']._serialized_end=840
+  _globals['_PUBLISHREQUEST']._serialized_end=341
+  _globals['_PUBLISHRESPONSE']._serialized_start=343
+  _globals['_PUBLISHRESPONSE']._serialized_end=417
+  _globals['_LISTPENDINGREQUEST']._serialized_start=419
+  _globals['_LISTPENDINGREQUEST']._serialized_end=469
+  _globals['_LISTPENDINGRESPONSE']._serialized_start=471
+  _globals['_LISTPENDINGRESPONSE']._serialized_end=536
+  _globals['_SUBMITRATINGREQUEST']._serialized_start=538
+  _globals['_SUBMITRATINGREQUEST']._serialized_end=646
+  _globals['_SUBMITRATINGRESPONSE']._serialized_start=648
+  _globals['_SUBMITRATINGRESPONSE']._serialized_end=705
+  _globals['_SCOREITEM']._serialized_start=708
+  _globals['_SCOREITEM']._serialized_end=874
   _globals['_SCOREITEM_METADATAENTRY']._serialized_start=213
   _globals['_SCOREITEM_METADATAENTRY']._serialized_end=260
-  _globals['_SCOREREQUEST']._serialized_start=842
-  _globals['_SCOREREQUEST']._serialized_end=897
-  _globals['_SCORERESPONSE']._serialized_start=899
-  _globals['_SCORERESPONSE']._serialized_end=931
-  _globals['_FEEDBACKSERVICE']._serialized_start=934
-  _globals['_FEEDBACKSERVICE']._serialized_end=1268
+  _globals['_SCOREREQUEST']._serialized_start=876
+  _globals['_SCOREREQUEST']._serialized_end=931
+  _globals['_SCORERESPONSE']._serialized_start=933
+  _globals['_SCORERESPONSE']._serialized_end=965
+  _globals['_COLLECTREQUEST']._serialized_start=967
+  _globals['_COLLECTREQUEST']._serialized_end=1034
+  _globals['_OUTCOME']._serialized_start=1036
+  _globals['_OUTCOME']._serialized_end=1156
+  _globals['_COLLECTRESPONSE']._serialized_start=1158
+  _globals['_COLLECTRESPONSE']._serialized_end=1217
+  _globals['_FEEDBACKSERVICE']._serialized_start=1220
+  _globals['_FEEDBACKSERVICE']._serialized_end=1628
 # @@protoc_insertion_point(module_scope)

@@ -30,10 +30,12 @@ class FeedbackItem(_message.Message):
     def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., completion: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_at: _Optional[float] = ..., expires_at: _Optional[float] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "publisher")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedbackItem]
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedbackItem, _Mapping]]] = ...) -> None: ...
+    publisher: str
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedbackItem, _Mapping]]] = ..., publisher: _Optional[str] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("published", "blocked", "blocked_ids")
@@ -60,16 +62,18 @@ class ListPendingResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[FeedbackItem, _Mapping]]] = ...) -> None: ...
 
 class SubmitRatingRequest(_message.Message):
-    __slots__ = ("item_id", "value", "rater", "idempotency_key")
+    __slots__ = ("item_id", "value", "rater", "idempotency_key", "stars")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     RATER_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    STARS_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     value: float
     rater: str
     idempotency_key: str
-    def __init__(self, item_id: _Optional[str] = ..., value: _Optional[float] = ..., rater: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    stars: int
+    def __init__(self, item_id: _Optional[str] = ..., value: _Optional[float] = ..., rater: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., stars: _Optional[int] = ...) -> None: ...
 
 class SubmitRatingResponse(_message.Message):
     __slots__ = ("stored", "duplicate")
@@ -109,3 +113,37 @@ class ScoreResponse(_message.Message):
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     rewards: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, rewards: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CollectRequest(_message.Message):
+    __slots__ = ("publisher", "ack_ids", "limit")
+    PUBLISHER_FIELD_NUMBER: _ClassVar[int]
+    ACK_IDS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    publisher: str
+    ack_ids: _containers.RepeatedScalarFieldContainer[str]
+    limit: int
+    def __init__(self, publisher: _Optional[str] = ..., ack_ids: _Optional[_Iterable[str]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("item_id", "kind", "reward", "drop", "rater", "latency_s", "reason")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    RATER_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    kind: str
+    reward: float
+    drop: bool
+    rater: str
+    latency_s: float
+    reason: str
+    def __init__(self, item_id: _Optional[str] = ..., kind: _Optional[str] = ..., reward: _Optional[float] = ..., drop: _Optional[bool] = ..., rater: _Optional[str] = ..., latency_s: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CollectResponse(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class FeedbackServiceStub:
                 request_serializer=rewardloop_dot_pb_dot_feedback__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=rewardloop_dot_pb_dot_feedback__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.Collect = channel.unary_unary(
+                '/rewardloop.pb.FeedbackService/Collect',
+                request_serializer=rewardloop_dot_pb_dot_feedback__pb2.CollectRequest.SerializeToString,
+                response_deserializer=rewardloop_dot_pb_dot_feedback__pb2.CollectResponse.FromString,
+                _registered_method=True)
 
 
 class FeedbackServiceServicer:
@@ -83,6 +88,12 @@ class FeedbackServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Collect(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FeedbackServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_FeedbackServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=rewardloop_dot_pb_dot_feedback__pb2.ScoreRequest.FromString,
                     response_serializer=rewardloop_dot_pb_dot_feedback__pb2.ScoreResponse.SerializeToString,
+            ),
+            'Collect': grpc.unary_unary_rpc_method_handler(
+                    servicer.Collect,
+                    request_deserializer=rewardloop_dot_pb_dot_feedback__pb2.CollectRequest.FromString,
+                    response_serializer=rewardloop_dot_pb_dot_feedback__pb2.CollectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class FeedbackService:
             '/rewardloop.pb.FeedbackService/Score',
             rewardloop_dot_pb_dot_feedback__pb2.ScoreRequest.SerializeToString,
             rewardloop_dot_pb_dot_feedback__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Collect(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rewardloop.pb.FeedbackService/Collect',
+            rewardloop_dot_pb_dot_feedback__pb2.CollectRequest.SerializeToString,
+            rewardloop_dot_pb_dot_feedback__pb2.CollectResponse.FromString,
             options,
             channel_credentials,
             insecure,

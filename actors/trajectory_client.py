@@ -1,0 +1,296 @@
+"""The worker's side of `TrajectoryService.Stream`: batched, credit-respecting, reconnecting.
+
+`send()` blocks until the learner's credits allow each batch, waits for every batch's Ack, and
+returns what was accepted, duplicate or rejected. A background thread reads Acks (results and
+credit grants). If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the
+channel and stream with bounded, backed-off retries and re-sends whatever was not yet acked;
+the learner reports the ones it had already admitted as duplicates, so nothing is lost and
+nothing is trained on twice. The client never has more trajectories on a stream than that
+stream granted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from rewardloop import grpc_util
+from rewardloop.errors import Unavailable
+from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.trajectory import Trajectory
+from rewardloop.wire import trajectory_to_proto
+
+
+@dataclass
+class SendResult:
+    """Outcome of one `send()`: ids by verdict, with the learner's reason for each rejection.
+
+    After a reconnect, trajectories the learner had already admitted come back as duplicates.
+    """
+
+    accepted: list[str] = field(default_factory=list)
+    duplicate: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    learner_version: int = -1
+
+    @property
+    def n_accepted(self) -> int:
+        return len(self.accepted)
+
+    @property
+    def n_duplicate(self) -> int:
+        return len(self.duplicate)
+
+    @property
+    def n_rejected(self) -> int:
+        return len(self.rejected)
+
+    def add_ack(self, ack: trajectory_pb2.Ack) -> None:
+        self.accepted.extend(ack.accepted)
+        self.duplicate.extend(ack.duplicate)
+        self.rejected.extend((r.id, r.reason) for r in ack.rejected)
+        self.learner_version = max(self.learner_version, ack.learner_version)
+
+
+class _Stream:
+    """One open bidi call: its request queue, the Ack reader thread and the credit state."""
+
+    def __init__(self, target: str, worker_id: str):
+        self.channel = grpc_util.new_channel(target)
+        self.cond = threading.Condition()
+        self.credits = 0
+        self.granted = 0  # total credits this stream was granted
+        self.sent = 0  # total trajectories sent on this stream (never > granted)
+        self.acks: dict[int, trajectory_pb2.Ack] = {}
+        self.ready = False  # the hello was answered
+        self.ended = False
+        self.error: grpc.RpcError | None = None
+        self.learner_version = -1
+        self._requests: queue.Queue = queue.Queue()
+        self._closed = threading.Event()
+        stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
+        self.call = stub.Stream(self._request_iter())
+        self._requests.put(
+            trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id=worker_id))
+        )
+        self._reader = threading.Thread(
+            target=self._read, name=f"traj-acks-{worker_id}", daemon=True
+        )
+        self._reader.start()
+
+    def _request_iter(self) -> Iterator[trajectory_pb2.TrajectoryBatch]:
+        while not self._closed.is_set():
+            try:
+                item = self._requests.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            yield item
+
+    def _read(self) -> None:
+        error = None
+        try:
+            for ack in self.call:
+                with self.cond:
+                    self.credits += ack.credits
+                    self.granted += ack.credits
+                    self.learner_version = ack.learner_version
+                    if ack.batch_seq:
+                        self.acks[ack.batch_seq] = ack
+                    self.ready = True
+                    self.cond.notify_all()
+        except grpc.RpcError as exc:
+            error = exc
+        with self.cond:
+            self.ended = True
+            self.error = error
+            self.cond.notify_all()
+
+    def put(self, batch: trajectory_pb2.TrajectoryBatch, n: int) -> None:
+        """Queue a batch of `n` trajectories; caller holds `cond` and has checked credits."""
+        if n > self.credits or self.sent + n > self.granted:
+            raise RuntimeError("trajectory client: refusing to send beyond granted credits")
+        self.credits -= n
+        self.sent += n
+        self._requests.put(batch)
+
+    def close(self) -> None:
+        self._requests.put(None)  # half-close: the server ends the stream cleanly
+        self._closed.set()
+        self.call.cancel()
+        self.channel.close()
+
+
+class TrajectoryClient:
+    """Streams trajectories to the learner's IngestServer; one stream per client."""
+
+    def __init__(
+        self,
+        target: str,
+        worker_id: str,
+        timeout_s: float = 30.0,
+        batch_size: int = 64,
+        max_retries: int = 5,
+    ):
+        if not worker_id:
+            raise ValueError("worker_id: must not be empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        self.target = target
+        self.worker_id = worker_id
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.max_retries = max_retries
+        self._stream: _Stream | None = None
+        self._connected_before = False
+        self._send_lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self._stats = {
+            "sent": 0,
+            "batches": 0,
+            "accepted": 0,
+            "duplicate": 0,
+            "rejected": 0,
+            "reconnects": 0,
+            "credit_waits": 0,
+        }
+
+    @property
+    def credits(self) -> int:
+        """Credits left on the current stream (0 when not connected)."""
+        st = self._stream
+        return st.credits if st is not None and not st.ended else 0
+
+    def stats(self) -> dict:
+        """Counters since construction; `*_on_stream` are the current stream's totals."""
+        out = dict(self._stats)
+        st = self._stream
+        out["credits"] = self.credits
+        out["granted_on_stream"] = st.granted if st is not None else 0
+        out["sent_on_stream"] = st.sent if st is not None else 0
+        return out
+
+    def close(self) -> None:
+        with self._send_lock:
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+
+    def __enter__(self) -> TrajectoryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def send(self, trajs: list[Trajectory]) -> SendResult:
+        """Send `trajs` in credit-sized batches and wait for every Ack.
+
+        Raises Unavailable when credits or an Ack do not arrive within `timeout_s`, or when the
+        learner stays unreachable after `max_retries` reconnects.
+        """
+        result = SendResult()
+        if not trajs:
+            return result
+        with self._send_lock:
+            pending = [trajectory_to_proto(t) for t in trajs]
+            unacked: dict[int, tuple[float, list]] = {}  # seq -> (sent at, protos)
+            breaks = 0
+            credit_wait_since: float | None = None
+            while pending or unacked:
+                st = self._stream or self._connect()
+                with st.cond:
+                    for seq in [s for s in unacked if s in st.acks]:
+                        result.add_ack(st.acks.pop(seq))
+                        del unacked[seq]
+                    if st.ended:
+                        # Re-send what was not acked, in the original order, on a new stream.
+                        pending = [
+                            p for _, (_, ps) in sorted(unacked.items()) for p in ps
+                        ] + pending
+                        unacked.clear()
+                        breaks += 1
+                        self._drop_stream(st)
+                        if st.error is not None and not grpc_util.is_retryable(st.error):
+                            raise grpc_util.error_from_rpc(st.error, "trajectory stream")
+                        if breaks > self.max_retries:
+                            raise Unavailable(
+                                f"trajectory stream to {self.target}: broke {breaks} times"
+                            )
+                        continue
+                    while pending and st.credits > 0:
+                        k = min(st.credits, self.batch_size, len(pending))
+                        seq = next(self._seq)
+                        batch = trajectory_pb2.TrajectoryBatch(
+                            batch_seq=seq, trajectories=pending[:k]
+                        )
+                        st.put(batch, k)
+                        unacked[seq] = (time.monotonic(), pending[:k])
+                        pending = pending[k:]
+                        self._stats["sent"] += k
+                        self._stats["batches"] += 1
+                    if not pending and not unacked:
+                        break
+                    now = time.monotonic()
+                    if unacked:
+                        credit_wait_since = None
+                        seq0, (t0, _) = min(unacked.items())
+                        left = t0 + self.timeout_s - now
+                        what = f"ack for batch {seq0}"
+                    else:
+                        if credit_wait_since is None:
+                            credit_wait_since = now
+                            self._stats["credit_waits"] += 1
+                        left = credit_wait_since + self.timeout_s - now
+                        what = "credits from the learner (it grants them as it consumes data)"
+                    if left <= 0:
+                        self._drop_stream(st)
+                        raise Unavailable(
+                            f"{what}: none within {self.timeout_s}s from {self.target}"
+                        )
+                    st.cond.wait(min(left, 1.0))
+        self._stats["accepted"] += result.n_accepted
+        self._stats["duplicate"] += result.n_duplicate
+        self._stats["rejected"] += result.n_rejected
+        return result
+
+    # ---- connecting --------------------------------------------------------------------
+
+    def _connect(self) -> _Stream:
+        """Open a stream (hello -> initial credits), retrying UNAVAILABLE with backoff."""
+        last = "no attempt"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                grpc_util.sleep_backoff(attempt - 1)
+            st = _Stream(self.target, self.worker_id)
+            with st.cond:
+                st.cond.wait_for(lambda s=st: s.ready or s.ended, timeout=self.timeout_s)
+                ready, ended, error = st.ready, st.ended, st.error
+            if ready:
+                self._stream = st
+                if self._connected_before:
+                    self._stats["reconnects"] += 1
+                self._connected_before = True
+                return st
+            st.close()
+            if not ended:
+                raise Unavailable(f"hello ack: none within {self.timeout_s}s from {self.target}")
+            if error is not None and not grpc_util.is_retryable(error):
+                raise grpc_util.error_from_rpc(error, "trajectory stream hello")
+            last = error.details() if error is not None else "stream closed"
+        raise Unavailable(
+            f"trajectory stream to {self.target}: {self.max_retries + 1} attempts failed ({last})"
+        )
+
+    def _drop_stream(self, st: _Stream) -> None:
+        st.close()
+        if self._stream is st:
+            self._stream = None

@@ -1,0 +1,73 @@
+"""A pool of rollout actors that can be scaled up and down while the learner trains."""
+
+from __future__ import annotations
+
+import logging
+
+import ray
+
+from rewardloop.config import RunConfig
+
+from .actors import RolloutActor
+from .placement import rollout_options
+
+log = logging.getLogger(__name__)
+
+
+class RolloutPool:
+    def __init__(self, cfg: RunConfig, learner, endpoints: dict):
+        self.cfg = cfg
+        self.learner = learner
+        self.endpoints = endpoints
+        self.workers: list[tuple[str, object, ray.ObjectRef]] = []
+        self._next_id = 0
+
+    def scale(self, n: int) -> None:
+        """Start or stop workers until n are running. Stopped workers finish their generation."""
+        while len(self.workers) < n:
+            worker_id = f"worker-{self._next_id}"
+            seed = self.cfg.seed * 1000 + self._next_id + 1
+            self._next_id += 1
+            actor = RolloutActor.options(**rollout_options(self.cfg)).remote(
+                worker_id, self.cfg, self.learner, self.endpoints, seed
+            )
+            self.workers.append((worker_id, actor, actor.run.remote()))
+        while len(self.workers) > n:
+            worker_id, actor, run_ref = self.workers.pop()
+            self._stop_one(actor, run_ref)
+
+    def _stop_one(self, actor, run_ref, timeout_s: float | None = None) -> dict | None:
+        timeout_s = timeout_s or self.cfg.rollout.rpc_timeout_s + 5
+        try:
+            ray.get(actor.stop.remote(), timeout=timeout_s)
+            return ray.get(run_ref, timeout=timeout_s)
+        except Exception as exc:  # a dead or stuck worker must not block shutdown
+            log.warning("rollout worker did not stop cleanly: %s", exc)
+            return None
+        finally:
+            ray.kill(actor)
+
+    def failed(self) -> list[str]:
+        """Workers whose run() ended with an error (checked without blocking)."""
+        errors = []
+        for worker_id, _, ref in self.workers:
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                try:
+                    ray.get(ready[0])
+                except Exception as exc:
+                    errors.append(f"{worker_id}: {exc}")
+        return errors
+
+    def stats(self) -> list[dict]:
+        refs = [actor.stats.remote() for _, actor, _ in self.workers]
+        return ray.get(refs, timeout=self.cfg.rollout.rpc_timeout_s)
+
+    def shutdown(self) -> list[dict]:
+        results = []
+        for _, actor in [(w, a) for w, a, _ in self.workers]:
+            actor.stop.remote()
+        for _, actor, ref in self.workers:
+            results.append(self._stop_one(actor, ref))
+        self.workers.clear()
+        return [r for r in results if r is not None]

@@ -1,0 +1,245 @@
+"""The learner's trajectory buffer: bounded, grouped, staleness-checked, and never silent.
+
+Trajectories arrive one by one from the ingest server and are grouped by `group_id`; the
+trainer takes whole groups (group-relative advantages need every member), oldest group first.
+Every way out of the buffer is counted: taken for training, dropped because it became too stale
+(`policy_version < current_version - max_staleness`), or dropped because its group never
+completed (a worker died mid-group). Each trajectory that leaves is reported through
+`on_release(worker_id, count)` -- the credit return path of the ingest server.
+
+Ids are remembered forever, so a trajectory re-sent after a reconnect is a duplicate and is
+trained on at most once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from rewardloop.trajectory import Trajectory
+
+ReleaseFn = Callable[[str, int], None]
+
+
+@dataclass
+class _Group:
+    group_size: int
+    first_arrival: float
+    members: list[Trajectory] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.members) >= self.group_size
+
+
+class TrajectoryBuffer:
+    """Thread-safe grouped buffer (one lock, one condition).
+
+    `on_release` may be replaced after construction (the ingest server hooks itself in); it is
+    always called outside the lock.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        max_staleness: int,
+        on_release: ReleaseFn | None = None,
+        partial_group_timeout_s: float = 60.0,
+    ):
+        if capacity < 1:
+            raise ValueError(f"capacity: must be >= 1, got {capacity}")
+        if max_staleness < 0:
+            raise ValueError(f"max_staleness: must be >= 0, got {max_staleness}")
+        self.capacity = capacity
+        self.max_staleness = max_staleness
+        self.on_release = on_release
+        self.partial_group_timeout_s = partial_group_timeout_s
+        self._cond = threading.Condition(threading.Lock())
+        self._groups: OrderedDict[str, _Group] = OrderedDict()  # FIFO by first arrival
+        self._seen: set[str] = set()
+        self._closed_groups: set[str] = set()  # taken or dropped; late members are rejected
+        self._size = 0
+        self._closed = False
+        self._counts: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+        self._lag: Counter[int] = Counter()
+
+    # ---- ingest side -------------------------------------------------------------------
+
+    def add(self, traj: Trajectory, current_version: int) -> tuple[str, str]:
+        """Admit one trajectory: ("accepted", "") | ("duplicate", "") | ("rejected", reason)."""
+        with self._cond:
+            if traj.id in self._seen:
+                self._counts["duplicate"] += 1
+                return "duplicate", ""
+            reason = self._reject_reason(traj, current_version)
+            if reason:
+                self._rejected[reason.split(":", 1)[0]] += 1
+                return "rejected", reason
+            group = self._groups.get(traj.group_id)
+            if group is None:
+                group = _Group(max(1, traj.group_size), time.monotonic())
+                self._groups[traj.group_id] = group
+            group.members.append(traj)
+            self._seen.add(traj.id)
+            self._size += 1
+            self._counts["accepted"] += 1
+            if group.complete:
+                self._cond.notify_all()
+            return "accepted", ""
+
+    def _reject_reason(self, traj: Trajectory, current_version: int) -> str:
+        bound = current_version - self.max_staleness
+        if traj.policy_version < bound:
+            return (
+                f"policy_version: {traj.policy_version} is too stale "
+                f"(must be >= {bound} = current {current_version} - max_staleness {self.max_staleness})"
+            )
+        if traj.policy_version > current_version:
+            return (
+                f"policy_version: {traj.policy_version} is from the future "
+                f"(learner is at {current_version})"
+            )
+        if traj.group_id in self._closed_groups:
+            return f"group_id: group {traj.group_id!r} was already taken or dropped"
+        group = self._groups.get(traj.group_id)
+        if group is not None:
+            if max(1, traj.group_size) != group.group_size:
+                return f"group_size: {traj.group_size} differs from the group's {group.group_size}"
+            if group.complete:
+                return f"group_id: group {traj.group_id!r} already has {group.group_size} members"
+        if self._size >= self.capacity:
+            return "buffer full"
+        return ""
+
+    # ---- trainer side ------------------------------------------------------------------
+
+    def take_groups(
+        self, n_groups: int, current_version: int, timeout_s: float
+    ) -> list[list[Trajectory]] | None:
+        """Wait up to `timeout_s` for `n_groups` complete groups; take the oldest ones.
+
+        Too-stale and expired partial groups are dropped first (counted and released).
+        Returns None on timeout (or after `close()`), leaving the buffer as it was.
+        """
+        if n_groups < 1:
+            raise ValueError(f"n_groups: must be >= 1, got {n_groups}")
+        deadline = time.monotonic() + timeout_s
+        released: Counter[str] = Counter()
+        taken: list[list[Trajectory]] | None = None
+        with self._cond:
+            while True:
+                self._prune_locked(current_version, released)
+                complete = [gid for gid, g in self._groups.items() if g.complete]
+                if len(complete) >= n_groups:
+                    taken = [
+                        self._pop_locked(gid, current_version, released)
+                        for gid in complete[:n_groups]
+                    ]
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(min(remaining, self._next_expiry_in()))
+        self._release(released)
+        return taken
+
+    def prune(self, current_version: int) -> int:
+        """Drop too-stale and expired partial groups now; returns how many trajectories left."""
+        released: Counter[str] = Counter()
+        with self._cond:
+            self._prune_locked(current_version, released)
+        self._release(released)
+        return sum(released.values())
+
+    def close(self) -> None:
+        """Wake every waiting `take_groups` (they return None); adding still works."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def _pop_locked(
+        self, gid: str, current_version: int, released: Counter[str]
+    ) -> list[Trajectory]:
+        group = self._groups.pop(gid)
+        self._closed_groups.add(gid)
+        self._size -= len(group.members)
+        self._counts["taken"] += len(group.members)
+        for t in group.members:
+            self._lag[current_version - t.policy_version] += 1
+            released[t.worker_id] += 1
+        return group.members
+
+    def _prune_locked(self, current_version: int, released: Counter[str]) -> None:
+        bound = current_version - self.max_staleness
+        now = time.monotonic()
+        for gid in list(self._groups):
+            group = self._groups[gid]
+            stale = sum(1 for t in group.members if t.policy_version < bound)
+            expired = (
+                not group.complete and now - group.first_arrival > self.partial_group_timeout_s
+            )
+            if not stale and not expired:
+                continue
+            # A stale member breaks its group for good: its fresh siblings can never complete it.
+            self._counts["dropped_stale"] += stale
+            self._counts["dropped_incomplete"] += len(group.members) - stale
+            self._groups.pop(gid)
+            self._closed_groups.add(gid)
+            self._size -= len(group.members)
+            for t in group.members:
+                released[t.worker_id] += 1
+
+    def _next_expiry_in(self) -> float:
+        """Seconds until the oldest partial group expires (so a waiting take can drop it)."""
+        partial = [g.first_arrival for g in self._groups.values() if not g.complete]
+        if not partial:
+            return 3600.0
+        return max(0.01, min(partial) + self.partial_group_timeout_s - time.monotonic() + 0.01)
+
+    def _release(self, released: Counter[str]) -> None:
+        hook = self.on_release
+        if hook is None:
+            return
+        for worker_id, count in released.items():
+            if count:
+                hook(worker_id, count)
+
+    # ---- introspection -----------------------------------------------------------------
+
+    def held_by_worker(self) -> dict[str, int]:
+        """How many buffered trajectories each worker has (a new credit ledger starts from this)."""
+        with self._cond:
+            held: Counter[str] = Counter()
+            for g in self._groups.values():
+                for t in g.members:
+                    held[t.worker_id] += 1
+            return dict(held)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._size
+
+    def stats(self) -> dict:
+        """Counters since construction plus the current fill and the lag of taken items."""
+        with self._cond:
+            lag_n = sum(self._lag.values())
+            lag_sum = sum(k * v for k, v in self._lag.items())
+            return {
+                "accepted": self._counts["accepted"],
+                "duplicate": self._counts["duplicate"],
+                "rejected": dict(self._rejected),
+                "rejected_total": sum(self._rejected.values()),
+                "dropped_stale": self._counts["dropped_stale"],
+                "dropped_incomplete": self._counts["dropped_incomplete"],
+                "taken": self._counts["taken"],
+                "size": self._size,
+                "capacity": self.capacity,
+                "groups": len(self._groups),
+                "groups_complete": sum(1 for g in self._groups.values() if g.complete),
+                "lag_mean": lag_sum / lag_n if lag_n else 0.0,
+                "lag_hist": dict(sorted(self._lag.items())),
+            }

@@ -1,0 +1,305 @@
+"""The learner's ingest endpoint: `TrajectoryService.Stream` with acks and credits.
+
+One bidirectional stream per worker connection, in the order trajectory.proto defines: hello ->
+initial credits; each batch -> exactly one Ack; credit-only Acks whenever the buffer releases the
+worker's items. The sync gRPC server runs each stream's response generator in a pool thread;
+a per-stream reader thread consumes the requests and pushes Acks into the stream's queue, so a
+credit grant can be sent at any moment. Bad trajectories are rejected one by one (the reason
+names the field) and never end the stream; protocol errors (no hello) abort only that stream.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from rewardloop import grpc_util
+from rewardloop.errors import InvalidInput
+from rewardloop.learner.buffer import TrajectoryBuffer
+from rewardloop.learner.credits import CreditLedger, Grant
+from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.wire import trajectory_from_proto
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = trajectory_pb2.DESCRIPTOR.services_by_name["TrajectoryService"].full_name
+_POLL_S = 0.5  # how often an idle response generator checks that its RPC is still alive
+
+
+@dataclass(frozen=True)
+class _Abort:
+    code: grpc.StatusCode
+    details: str
+
+
+_END = object()  # the request side ended; the response generator returns
+
+
+@dataclass
+class _StreamState:
+    stream_id: str
+    worker_id: str
+    acks: queue.Queue = field(default_factory=queue.Queue)
+
+
+class IngestServer:
+    """gRPC TrajectoryService feeding a TrajectoryBuffer, with credit-based back-pressure.
+
+    `capacity` (default: the buffer's) is the total credit budget. While started, the server
+    hooks itself into `buffer.on_release` (chaining any previous hook) to return credits.
+    """
+
+    def __init__(
+        self,
+        buffer: TrajectoryBuffer,
+        version_fn: Callable[[], int],
+        port: int = 0,
+        host: str = "127.0.0.1",
+        vocab_size: int | None = None,
+        capacity: int | None = None,
+        max_workers: int = 16,
+    ):
+        self.buffer = buffer
+        self._version_fn = version_fn
+        self._host, self._port = host, port
+        self._vocab_size = vocab_size
+        self._capacity = capacity or buffer.capacity
+        self._max_workers = max_workers
+        self._ledger = CreditLedger(self._capacity)
+        self._lock = threading.Lock()
+        self._streams: dict[str, _StreamState] = {}
+        self._ids = itertools.count(1)
+        self._counts: Counter[str] = Counter()
+        self._rejected: Counter[str] = Counter()
+        self._server: grpc.Server | None = None
+        self._health = None
+        self._prev_hook = None
+        self._stopping = False
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("IngestServer already started")
+        self._stopping = False
+        self._ledger = CreditLedger(self._capacity, held=self.buffer.held_by_worker())
+        server = grpc_util.new_server(self._max_workers)
+        trajectory_pb2_grpc.add_TrajectoryServiceServicer_to_server(_Servicer(self), server)
+        self._health = grpc_util.add_health(server, [SERVICE_NAME])
+        self._port = grpc_util.bind(server, self._host, self._port)
+        self._prev_hook = self.buffer.on_release
+        self.buffer.on_release = self._on_release
+        server.start()
+        self._server = server
+        return self._port
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Stop serving: health NOT_SERVING, open streams end with UNAVAILABLE, then shut down."""
+        if self._server is None:
+            return
+        self._stopping = True
+        grpc_util.set_not_serving(self._health)
+        if self.buffer.on_release == self._on_release:
+            self.buffer.on_release = self._prev_hook
+        with self._lock:
+            streams = list(self._streams.values())
+        for st in streams:
+            st.acks.put(_Abort(grpc.StatusCode.UNAVAILABLE, "ingest server is stopping"))
+        self._server.stop(grace_s).wait(grace_s + 1.0)
+        self._server = None
+
+    @property
+    def address(self) -> str:
+        return f"{self._host}:{self._port}"
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    def stats(self) -> dict:
+        """Server counters (rejections by field), open streams, and the credit ledger."""
+        with self._lock:
+            out = dict(self._counts)
+            out["rejected"] = dict(self._rejected)
+            out["rejected_total"] = sum(self._rejected.values())
+            out["streams_open"] = len(self._streams)
+        out["credits"] = self._ledger.snapshot()
+        return out
+
+    # ---- the stream --------------------------------------------------------------------
+
+    def stream(self, requests: Iterator, context: grpc.ServicerContext) -> Iterator:
+        """Response generator of one TrajectoryService.Stream call."""
+        if self._stopping:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "ingest server is stopping")
+        try:
+            hello = next(requests)
+        except (StopIteration, grpc.RpcError):
+            return
+        problem = _hello_problem(hello)
+        if problem:
+            self._count("protocol_errors")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        st = _StreamState(f"s{next(self._ids)}", hello.hello.worker_id)
+        with self._lock:
+            self._streams[st.stream_id] = st
+            self._counts["streams_total"] += 1
+        context.add_callback(lambda: st.acks.put(_END))
+        try:
+            initial = self._ledger.open_stream(st.stream_id, st.worker_id)
+            yield trajectory_pb2.Ack(
+                batch_seq=0, credits=initial, learner_version=self._version_fn()
+            )
+            reader = threading.Thread(
+                target=self._read, args=(st, requests), name=f"ingest-{st.stream_id}", daemon=True
+            )
+            reader.start()
+            while True:
+                try:
+                    item = st.acks.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    continue
+                if item is _END:
+                    return
+                if isinstance(item, _Abort):
+                    context.abort(item.code, item.details)
+                yield item
+        finally:
+            with self._lock:
+                self._streams.pop(st.stream_id, None)
+            self._send_grants(self._ledger.close_stream(st.stream_id))
+
+    def _read(self, st: _StreamState, requests: Iterator) -> None:
+        """Reader thread: one Ack per batch into the stream's queue; ends the queue when done."""
+        try:
+            for batch in requests:
+                if self._stopping:
+                    break
+                if batch.HasField("hello"):
+                    self._count("protocol_errors")
+                    st.acks.put(
+                        _Abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: only on the first message")
+                    )
+                    return
+                if batch.batch_seq == 0:
+                    self._count("protocol_errors")
+                    st.acks.put(
+                        _Abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "batch_seq: must be >= 1 on data batches",
+                        )
+                    )
+                    return
+                st.acks.put(self._handle_batch(st, batch))
+        except grpc.RpcError:
+            pass  # the client went away or the server is stopping
+        except Exception as exc:  # a bug must end this stream only, never the server
+            log.exception("ingest stream %s failed", st.stream_id)
+            st.acks.put(_Abort(grpc.StatusCode.INTERNAL, f"ingest: {type(exc).__name__}: {exc}"))
+        finally:
+            st.acks.put(_END)
+
+    def _handle_batch(
+        self, st: _StreamState, batch: trajectory_pb2.TrajectoryBatch
+    ) -> trajectory_pb2.Ack:
+        n = len(batch.trajectories)
+        allowed = self._ledger.consume(st.stream_id, n)
+        version = self._version_fn()
+        ack = trajectory_pb2.Ack(batch_seq=batch.batch_seq, learner_version=version)
+        not_admitted = 0
+        for i, msg in enumerate(batch.trajectories):
+            if i >= allowed:
+                self._reject(
+                    ack, msg.id, f"credits: exceeded (batch of {n}, {allowed} credits left)"
+                )
+                continue
+            status, reason = self._admit(st, msg, version)
+            if status == "accepted":
+                ack.accepted.append(msg.id)
+            else:
+                not_admitted += 1
+                if status == "duplicate":
+                    ack.duplicate.append(msg.id)
+                else:
+                    self._reject(ack, msg.id if not reason.startswith("id:") else "", reason)
+        with self._lock:
+            self._counts["batches"] += 1
+            self._counts["bytes"] += batch.ByteSize()
+            self._counts["trajectories"] += n
+            self._counts["accepted"] += len(ack.accepted)
+            self._counts["duplicate"] += len(ack.duplicate)
+        for sid, k in self._ledger.release(st.worker_id, not_admitted):
+            if sid == st.stream_id:
+                ack.credits += k
+            else:
+                self._send_grants([(sid, k)])
+        return ack
+
+    def _admit(
+        self, st: _StreamState, msg: trajectory_pb2.Trajectory, version: int
+    ) -> tuple[str, str]:
+        try:
+            traj = trajectory_from_proto(msg, self._vocab_size)
+        except InvalidInput as exc:
+            return "rejected", str(exc)
+        if traj.worker_id and traj.worker_id != st.worker_id:
+            return "rejected", (
+                f"worker_id: {traj.worker_id!r} differs from the stream's hello worker_id {st.worker_id!r}"
+            )
+        traj.worker_id = st.worker_id
+        return self.buffer.add(traj, version)
+
+    def _reject(self, ack: trajectory_pb2.Ack, tid: str, reason: str) -> None:
+        ack.rejected.add(id=tid, reason=reason)
+        with self._lock:
+            self._rejected[reason.split(":", 1)[0]] += 1
+
+    # ---- credits back ------------------------------------------------------------------
+
+    def _on_release(self, worker_id: str, count: int) -> None:
+        self._send_grants(self._ledger.release(worker_id, count))
+        if self._prev_hook is not None:
+            self._prev_hook(worker_id, count)
+
+    def _send_grants(self, grants: list[Grant]) -> None:
+        if not grants:
+            return
+        version = self._version_fn()
+        with self._lock:
+            for sid, k in grants:
+                st = self._streams.get(sid)
+                if st is not None and k > 0:
+                    st.acks.put(trajectory_pb2.Ack(batch_seq=0, credits=k, learner_version=version))
+                    self._counts["credit_acks"] += 1
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counts[key] += 1
+
+
+def _hello_problem(first: trajectory_pb2.TrajectoryBatch) -> str:
+    if not first.HasField("hello"):
+        return "hello: the first message of a stream must set hello (see trajectory.proto)"
+    if not first.hello.worker_id:
+        return "hello.worker_id: must not be empty"
+    if len(first.trajectories) > 0:
+        return "hello: the hello message carries no trajectories"
+    return ""
+
+
+class _Servicer(trajectory_pb2_grpc.TrajectoryServiceServicer):
+    def __init__(self, server: IngestServer):
+        self._server = server
+
+    def Stream(self, request_iterator, context):  # noqa: N802 (gRPC method name)
+        return self._server.stream(request_iterator, context)

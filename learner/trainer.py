@@ -1,0 +1,167 @@
+"""The policy update: one optimizer step on a list of complete groups.
+
+    batch      <- collate(groups)
+    logits     <- policy(prompt + completion)               # learner recomputes log-probs
+    A          <- advantages(rewards, groups)               # grpo | rloo | reinforce | ppo
+    grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)
+    rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
+    loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
+    skip the step if the loss or the gradient norm is not finite (counted, with the reason)
+    clip the gradient norm, Adam step, schedule step, version += 1
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+
+from rewardloop.config import LearnerConfig
+from rewardloop.learner import advantages as adv
+from rewardloop.learner import losses
+from rewardloop.learner.batching import TrainBatch, collate, completion_logits, token_logprobs
+from rewardloop.learner.schedule import make_scheduler
+from rewardloop.trajectory import Trajectory
+
+CLIP_ALGORITHMS = ("grpo", "ppo")
+
+
+class Trainer:
+    """Owns the policy, its optimizer and the algorithm; knows nothing about transport."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: LearnerConfig,
+        pad_id: int,
+        temperature: float = 1.0,
+        device: torch.device | str = "cpu",
+        start_version: int = 0,
+    ):
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.temperature = temperature
+        self.device = torch.device(device)
+        # eval(): dropout off, so learner log-probs match the workers' behavior log-probs exactly.
+        self.model = model.to(self.device).eval()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.scheduler = make_scheduler(self.optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
+        self.reference = self._frozen_copy(model) if cfg.kl_coef > 0 else None
+        self.baseline = adv.RunningMean()
+        self.version = start_version
+        self.steps_skipped = 0
+        self.last_skip_reason = ""
+
+    @staticmethod
+    def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+        ref = copy.deepcopy(model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    def advantages(self, batch: TrainBatch) -> torch.Tensor:
+        algo = self.cfg.algorithm
+        if algo == "grpo":
+            return adv.group_relative(batch.rewards, batch.group_index, scale_std=self.cfg.scale_std)
+        if algo == "rloo":
+            return adv.leave_one_out(batch.rewards, batch.group_index)
+        if algo == "reinforce":
+            return adv.reinforce_baseline(batch.rewards, self.baseline)
+        # ppo: no critic for sequence rewards; a running baseline, whitened over the batch.
+        return adv.whiten(adv.reinforce_baseline(batch.rewards, self.baseline))
+
+    def step(self, groups: list[list[Trajectory]]) -> dict[str, float]:
+        """Train on the groups; returns per-step metrics. Advances `version` unless skipped."""
+        t0 = time.perf_counter()
+        batch = collate(groups, self.pad_id).to(self.device)
+        advantages = self.advantages(batch).to(self.device)
+        logits = completion_logits(self.model, batch, self.temperature)
+        logprobs = token_logprobs(logits, batch)
+        metrics = self._policy_loss(logprobs, batch, advantages)
+        loss = metrics.pop("_loss")
+        if self.reference is not None:
+            with torch.no_grad():
+                ref_logprobs = token_logprobs(completion_logits(self.reference, batch, self.temperature), batch)
+            kl = losses.kl_penalty(logprobs, ref_logprobs, batch.mask, self.cfg.kl_estimator, self.cfg.aggregation)
+            loss = loss + self.cfg.kl_coef * kl
+            metrics["kl_ref"] = float(kl.detach())
+        if self.cfg.entropy_coef:
+            entropy = losses.entropy_from_logits(logits, batch.mask)
+            loss = loss - self.cfg.entropy_coef * entropy
+        else:  # reported only: no graph kept alive until backward
+            with torch.no_grad():
+                entropy = losses.entropy_from_logits(logits.detach(), batch.mask)
+        metrics.update(losses.behavior_mismatch(logprobs.detach(), batch.behavior_logprobs, batch.mask))
+        metrics["entropy"] = float(entropy.detach())
+        metrics["loss"] = float(loss.detach())
+        metrics["completion_len"] = float(batch.mask.sum(1).mean())
+        metrics["reward_mean"] = float(batch.rewards.mean())
+        metrics["advantage_abs_mean"] = float(advantages.abs().mean())
+        self.optimizer.zero_grad(set_to_none=True)
+        skip = "" if math.isfinite(metrics["loss"]) else "non-finite loss"
+        if not skip:
+            loss.backward()
+            grad_norm = self._clip_gradients()
+            metrics["grad_norm"] = grad_norm
+            skip = "" if math.isfinite(grad_norm) else "non-finite gradient norm"
+        t1 = time.perf_counter()
+        if skip:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.steps_skipped += 1
+            self.last_skip_reason = skip
+        else:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.version += 1
+        metrics.update(
+            lr=self.optimizer.param_groups[0]["lr"],
+            skipped=float(bool(skip)),
+            forward_backward_s=t1 - t0,
+            optimizer_s=time.perf_counter() - t1,
+            version=float(self.version),
+        )
+        return metrics
+
+    def _policy_loss(self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor) -> dict:
+        cfg = self.cfg
+        if cfg.algorithm in CLIP_ALGORITHMS:
+            loss, stats = losses.ppo_clip_loss(
+                logprobs, batch.behavior_logprobs, advantages, batch.mask,
+                clip_eps=cfg.clip_eps, aggregation=cfg.aggregation,
+            )
+        else:
+            weights, is_stats = losses.truncated_importance_weights(
+                logprobs.detach(), batch.behavior_logprobs, batch.mask, cap=cfg.is_cap
+            )
+            loss, stats = losses.policy_gradient_loss(
+                logprobs, advantages, batch.mask, weights=weights, aggregation=cfg.aggregation
+            )
+            stats = {**stats, **is_stats}
+        return {"_loss": loss, **{k: float(v) for k, v in stats.items()}}
+
+    def _clip_gradients(self) -> float:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+    def state_dict_cpu(self) -> dict[str, torch.Tensor]:
+        """Weights for publishing: detached CPU float32 copies, safe to hand to other processes."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def trainer_state(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "version": self.version,
+            "baseline": self.baseline.value,
+            "steps_skipped": self.steps_skipped,
+        }
+
+    def load_trainer_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.version = int(state["version"])
+        self.baseline.value = state["baseline"]
+        self.steps_skipped = int(state.get("steps_skipped", 0))

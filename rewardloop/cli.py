@@ -1,0 +1,128 @@
+"""The `rewardloop` command: the top floor, the only part of rewardloop/ that calls cluster/.
+
+    rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N]
+    rewardloop eval --model DIR [--config FILE] [--set ...]
+    rewardloop feedback serve|forget ...
+    rewardloop bench NAME [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from rewardloop.config import RunConfig, load_config, replace
+from rewardloop.errors import ConfigError, RewardLoopError
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (see README: Config reference)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set learner.lr=1e-3 (repeatable)")
+
+
+def _load(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.overrides)
+    if getattr(args, "out", None):
+        overrides.append(f"out={args.out}")
+    if getattr(args, "max_steps", None):
+        overrides.append(f"learner.max_steps={args.max_steps}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rewardloop.cluster.driver import train
+
+    cfg = _load(args)
+    summary = train(cfg, progress=not args.quiet)
+    readers = summary["readers"]
+    print(f"\nrun directory: {cfg.out}")
+    print(f"steps {summary['steps']}  seconds {summary['seconds']}  trajectories {summary['trajectories']}"
+          f"  ({summary['trajectories_per_s']}/s)  mean lag {summary['policy_lag_mean']:.2f}")
+    for name, r in readers.items():
+        print(f"  {name:>12}: like rate {r['like_rate_start']:.3f} -> {r['like_rate_end']:.3f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rewardloop.cluster.driver import Evaluator
+
+    cfg = _load(args)
+    cfg = replace(cfg, model={"name_or_path": args.model})
+    result = Evaluator(cfg)()
+    result["model"] = args.model
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    from rewardloop.feedback import gateway_main
+
+    cfg = _load(args)
+    if args.feedback_cmd == "serve":
+        return gateway_main.serve(cfg, args) or 0
+    return gateway_main.forget(cfg, args.rater) or 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rewardloop.bench import runner
+
+    return runner.main([args.name, *(["--json"] if args.json else []), *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rewardloop", description="Learn from feedback.")
+    sub = parser.add_subparsers(dest="command")
+    train = sub.add_parser("train", help="run the learning loop (default: the news-feed example)")
+    _config_args(train)
+    train.add_argument("--out", help="run directory (default runs/latest)")
+    train.add_argument("--max-steps", type=int, help="optimizer steps")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+    ev = sub.add_parser("eval", help="score a checkpoint on the held-out prompts; prints JSON")
+    ev.add_argument("--model", required=True, help="a Hugging Face model directory (e.g. a run's checkpoint/)")
+    _config_args(ev)
+    ev.set_defaults(func=cmd_eval)
+    fb = sub.add_parser("feedback", help="the feedback gateway")
+    fb_sub = fb.add_subparsers(dest="feedback_cmd", required=True)
+    serve = fb_sub.add_parser("serve", help="serve FeedbackService (gRPC + HTTP) and the rating page")
+    _config_args(serve)
+    serve.add_argument("--grpc-port", type=int, default=None)
+    serve.add_argument("--http-port", type=int, default=None)
+    forget = fb_sub.add_parser("forget", help="delete a rater's ratings and keep them out of training")
+    forget.add_argument("rater")
+    _config_args(forget)
+    fb.set_defaults(func=cmd_feedback)
+    bench = sub.add_parser("bench", help="benchmarks (see bench/README.md)")
+    bench.add_argument("name")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        argv = ["train"]
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "func", None):
+        build_parser().print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except RewardLoopError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

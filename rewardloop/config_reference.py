@@ -1,0 +1,53 @@
+"""Print the config reference (every key, its default and its doc line) as a Markdown table.
+
+The doc lines live in rewardloop/config.py as attribute docstrings; this reads them with `ast`
+so the README's table is generated, not retyped: `python -m rewardloop.config_reference`.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from pathlib import Path
+
+from rewardloop import config as config_module
+
+
+def field_docs() -> dict[tuple[str, str], str]:
+    """{(ClassName, field): doc line} from attribute docstrings in config.py."""
+    tree = ast.parse(Path(config_module.__file__).read_text())
+    docs = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        body = node.body
+        for stmt, nxt in zip(body, body[1:] + [None], strict=True):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                is_doc = isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant)
+                docs[(node.name, stmt.target.id)] = nxt.value.value if is_doc else ""
+    return docs
+
+
+def rows() -> list[tuple[str, str, str]]:
+    docs = field_docs()
+    root = config_module.RunConfig()
+    out = []
+    for f in dataclasses.fields(root):
+        value = getattr(root, f.name)
+        if dataclasses.is_dataclass(value):
+            for sub in dataclasses.fields(value):
+                key = f"{f.name}.{sub.name}"
+                out.append((key, repr(getattr(value, sub.name)), docs.get((type(value).__name__, sub.name), "")))
+        else:
+            out.append((f.name, repr(value), docs.get(("RunConfig", f.name), "")))
+    return out
+
+
+def markdown() -> str:
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | `{d}` | {doc} |" for k, d, doc in rows()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -1,0 +1,208 @@
+"""Pre-train the default news-feed policy: a tiny GPT-2 that writes headlines after a prompt.
+
+Each example is "<prompt> <headline><eos>" with the reader and the context drawn at random,
+independently of the headline's topic, so the pre-trained model writes every topic about
+equally often for every reader: it can write headlines but has no idea of taste. Learning the
+taste is the job of the feedback loop. The loss covers completion tokens only.
+
+Training runs for a wall-clock budget on all CPU cores (AdamW, warm-up then cosine decay over
+the budget), then `sample_report` samples held-out prompts and says how many outputs are
+well-formed headlines, which topics they are about and how often each reader would like them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+from rewardloop.config import ModelConfig
+from rewardloop.newsfeed.corpus import TOPICS, classify_headline, generate_headlines
+from rewardloop.newsfeed.prompts import Prompt, completion_text, eval_prompts, train_prompts
+from rewardloop.newsfeed.readers import READERS, like_probability
+
+N_POSITIONS = 64
+N_HEAD = 4
+
+
+def make_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> GPT2LMHeadModel:
+    """A fresh GPT-2 of the configured shape; dropout off so behavior and learner log-probs agree."""
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=N_POSITIONS,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=N_HEAD,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def encode_examples(
+    tokenizer: PreTrainedTokenizerFast, n: int, seed: int
+) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids + eos) for `n` headlines under random prompts."""
+    rng = random.Random(seed)
+    prompts = train_prompts() + eval_prompts()
+    headlines = generate_headlines(n, seed)
+    chosen = [rng.choice(prompts).text for _ in headlines]
+    p_ids = tokenizer(chosen, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer([completion_text(h.text) for h in headlines], add_special_tokens=False)[
+        "input_ids"
+    ]
+    eos = tokenizer.eos_token_id
+    return [
+        (p, (c + [eos])[: N_POSITIONS - len(p)]) for p, c in zip(p_ids, c_ids, strict=True)
+    ]
+
+
+def _batch(
+    examples: list[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, labels); labels are -100 off the completion."""
+    width = max(len(p) + len(c) for p, c in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, (p, c) in enumerate(examples):
+        row = p + c
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, len(p) : len(row)] = torch.tensor(c)
+    return ids, mask, labels
+
+
+def pretrain(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    seconds: float,
+    seed: int = 0,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    warmup_steps: int = 30,
+    n_examples: int = 40000,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> dict:
+    """Train for `seconds` of wall-clock time on all cores; returns {steps, final_loss, ...}."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    examples = encode_examples(tokenizer, n_examples, seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    model.train()
+    start = time.perf_counter()
+    step, losses, next_log = 0, [], 5.0
+    try:
+        while (elapsed := time.perf_counter() - start) < seconds:
+            frac = elapsed / seconds
+            scale = min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+            for group in opt.param_groups:
+                group["lr"] = lr * scale
+            ids, mask, labels = _batch(rng.sample(examples, batch_size), tokenizer.pad_token_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+            if elapsed >= next_log:
+                log(f"pretrain {elapsed:5.1f}s/{seconds:.0f}s step {step} loss {_mean_tail(losses):.3f}")
+                next_log += 10.0
+    finally:
+        torch.set_num_threads(old_threads)
+        model.eval()
+    return {
+        "steps": step,
+        "final_loss": _mean_tail(losses),
+        "seconds": time.perf_counter() - start,
+        "examples_seen": step * batch_size,
+    }
+
+
+def _mean_tail(values: list[float], n: int = 20) -> float:
+    tail = values[-n:]
+    return sum(tail) / len(tail) if tail else float("nan")
+
+
+@torch.no_grad()
+def sample_texts(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    prompts: list[str],
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """One sampled completion per prompt (pure sampling with a KV cache), decoded without eos."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    width = max(len(r) for r in rows)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    next_pos = pos[:, -1:] + 1
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    tokens = []
+    for _ in range(max_new_tokens):
+        probs = torch.softmax(out.logits[:, -1, :].float() / temperature, dim=-1)
+        tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        tok = torch.where(done, torch.full_like(tok, eos), tok)
+        tokens.append(tok)
+        done |= tok == eos
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(
+            input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, cache=out.cache,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+    texts = []
+    for row in torch.stack(tokens, dim=1).tolist():
+        row = row[: row.index(eos)] if eos in row else row
+        texts.append(tokenizer.decode(row))
+    return texts
+
+
+def sample_report(
+    model: GPT2LMHeadModel,
+    tokenizer: PreTrainedTokenizerFast,
+    per_reader: int = 96,
+    max_new_tokens: int = 24,
+    seed: int = 0,
+    prompts: list[Prompt] | None = None,
+) -> dict:
+    """Well-formed fraction, topic histogram and start like rate per reader on held-out prompts."""
+    prompts = prompts if prompts is not None else eval_prompts()
+    report: dict = {"like_rate": {}, "samples": {}}
+    topics: Counter[str] = Counter()
+    well_formed = total = 0
+    for k, reader in enumerate(READERS):
+        mine = [p.text for p in prompts if p.reader == reader.name]
+        chosen = [mine[i % len(mine)] for i in range(per_reader)]
+        texts = sample_texts(model, tokenizer, chosen, max_new_tokens, seed=seed + k)
+        labels = [classify_headline(t) for t in texts]
+        topics.update(t or "malformed" for t in labels)
+        well_formed += sum(t is not None for t in labels)
+        total += len(texts)
+        rate = sum(like_probability(reader, t) for t in texts) / len(texts)
+        report["like_rate"][reader.name] = round(rate, 4)
+        report["samples"][reader.name] = [t.strip() for t in texts[:3]]
+    report["well_formed"] = round(well_formed / max(total, 1), 4)
+    report["topic_histogram"] = {t: topics.get(t, 0) for t in (*TOPICS, "malformed")}
+    return report

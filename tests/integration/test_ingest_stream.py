@@ -1,0 +1,351 @@
+"""TrajectoryService end to end: real IngestServer on port 0, real TrajectoryClient / raw stubs."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+import pytest
+
+from rewardloop import grpc_util
+from rewardloop.actors.trajectory_client import TrajectoryClient
+from rewardloop.errors import Unavailable
+from rewardloop.learner.buffer import TrajectoryBuffer
+from rewardloop.learner.ingest_server import IngestServer
+from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.trajectory import Trajectory
+from rewardloop.wire import trajectory_to_proto
+
+VOCAB = 50
+
+
+def traj(
+    tid: str, group: str | None = None, version: int = 0, group_size: int = 1, **kw
+) -> Trajectory:
+    fields = dict(
+        id=tid,
+        group_id=group or f"g-{tid}",
+        prompt_ids=[1, 2, 3],
+        completion_ids=[4, 5],
+        behavior_logprobs=[-0.1, -0.2],
+        reward=0.5,
+        policy_version=version,
+        group_size=group_size,
+    )
+    fields.update(kw)
+    return Trajectory(**fields)
+
+
+class Version:
+    def __init__(self, v: int = 0) -> None:
+        self.v = v
+
+    def __call__(self) -> int:
+        return self.v
+
+
+def wait_until(cond, timeout_s: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def learner():
+    """(buffer, version, server) with capacity 4 and max_staleness 1."""
+    buffer = TrajectoryBuffer(capacity=4, max_staleness=1)
+    version = Version(0)
+    server = IngestServer(buffer, version, vocab_size=VOCAB)
+    server.start()
+    yield buffer, version, server
+    server.stop(grace_s=0.5)
+
+
+class RawStream:
+    """A raw bidi stream, for speaking the protocol wrongly on purpose."""
+
+    def __init__(self, address: str):
+        self.channel = grpc_util.new_channel(address)
+        self.requests: queue.Queue = queue.Queue()
+        stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
+        self.call = stub.Stream(iter(self.requests.get, None), timeout=10.0)
+
+    def send(self, msg: trajectory_pb2.TrajectoryBatch) -> None:
+        self.requests.put(msg)
+
+    def next_ack(self) -> trajectory_pb2.Ack:
+        return next(self.call)
+
+    def close(self) -> None:
+        self.requests.put(None)
+        self.call.cancel()
+        self.channel.close()
+
+
+def test_acks_name_accepted_duplicate_and_rejected(learner):
+    buffer, _, server = learner
+    with TrajectoryClient(server.address, "w1", timeout_s=5.0) as client:
+        first = client.send([traj("a"), traj("b")])
+        assert sorted(first.accepted) == ["a", "b"] and not first.duplicate and not first.rejected
+        bad = [
+            traj("c"),
+            traj("bad-logprobs", behavior_logprobs=[-0.1]),
+            traj("", group="g-empty"),
+            traj("bad-token", completion_ids=[4, VOCAB]),
+            traj("a"),
+        ]
+        res = client.send(bad)
+        assert res.accepted == ["c"] and res.duplicate == ["a"]
+        reasons = dict(res.rejected)
+        assert reasons["bad-logprobs"].startswith("behavior_logprobs")
+        assert reasons[""].startswith("id")
+        assert reasons["bad-token"].startswith("completion_ids")
+        # The stream survived the bad batch and keeps serving.
+        assert client.send([traj("d")]).accepted == ["d"]
+        assert client.stats()["reconnects"] == 0
+    stats = server.stats()
+    assert stats["rejected"] == {"behavior_logprobs": 1, "id": 1, "completion_ids": 1}
+    assert stats["accepted"] == 4 and stats["duplicate"] == 1
+    assert len(buffer) == 4
+
+
+def test_worker_id_mismatch_is_rejected(learner):
+    _, _, server = learner
+    with TrajectoryClient(server.address, "w1", timeout_s=5.0) as client:
+        res = client.send([traj("x", worker_id="someone-else"), traj("y", worker_id="w1")])
+    assert res.accepted == ["y"] and res.rejected[0][1].startswith("worker_id")
+
+
+def test_client_blocks_on_credits_and_resumes_after_take(learner):
+    buffer, _, server = learner
+    sizes: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # samples the buffer fill while the client pushes
+        while not stop.is_set():
+            sizes.append(len(buffer))
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    client = TrajectoryClient(server.address, "w1", timeout_s=10.0, batch_size=3)
+    results: list = []
+    trajs = [traj(f"t{i}", group=f"G{i // 2}", group_size=2) for i in range(8)]
+    sender = threading.Thread(target=lambda: results.append(client.send(trajs)))
+    sender.start()
+    try:
+        wait_until(lambda: len(buffer) == 4, what="the first 4 trajectories")
+        time.sleep(0.2)
+        assert sender.is_alive(), "send() must wait: the learner granted only 4 credits"
+        assert client.stats()["sent"] == 4 and client.credits == 0
+        groups = buffer.take_groups(2, current_version=0, timeout_s=5.0)
+        assert [t.id for g in groups for t in g] == ["t0", "t1", "t2", "t3"]
+        sender.join(timeout=10.0)
+        assert not sender.is_alive()
+        cs = client.stats()
+    finally:
+        stop.set()
+        watcher.join()
+        client.close()
+    assert sorted(results[0].accepted) == sorted(t.id for t in trajs)
+    assert max(sizes) <= buffer.capacity
+    st = server.stats()
+    assert "credits" not in st["rejected"] and buffer.stats()["rejected"] == {}
+    assert cs["granted_on_stream"] >= cs["sent_on_stream"] == 8
+
+
+def test_raw_stream_exceeding_credits_gets_credit_rejections(learner):
+    buffer, _, server = learner
+    raw = RawStream(server.address)
+    try:
+        raw.send(trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id="greedy")))
+        hello_ack = raw.next_ack()
+        assert hello_ack.batch_seq == 0 and hello_ack.credits == 4
+        batch = [trajectory_to_proto(traj(f"r{i}")) for i in range(6)]
+        raw.send(trajectory_pb2.TrajectoryBatch(batch_seq=1, trajectories=batch))
+        ack = raw.next_ack()
+        assert ack.batch_seq == 1
+        assert list(ack.accepted) == ["r0", "r1", "r2", "r3"]
+        assert [r.id for r in ack.rejected] == ["r4", "r5"]
+        assert all(r.reason.startswith("credits") for r in ack.rejected)
+    finally:
+        raw.close()
+    assert server.stats()["rejected"] == {"credits": 2}
+    assert len(buffer) == 4
+
+
+def test_missing_hello_aborts_with_invalid_argument(learner):
+    _, _, server = learner
+    raw = RawStream(server.address)
+    try:
+        raw.send(
+            trajectory_pb2.TrajectoryBatch(
+                batch_seq=1, trajectories=[trajectory_to_proto(traj("h"))]
+            )
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            raw.next_ack()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "hello" in info.value.details()
+    finally:
+        raw.close()
+    # The server is fine: a proper client is served next.
+    with TrajectoryClient(server.address, "w1", timeout_s=5.0) as client:
+        assert client.send([traj("ok")]).accepted == ["ok"]
+
+
+def test_staleness_rejected_on_ingest_and_dropped_at_take(learner):
+    buffer, version, server = learner
+    version.v = 3
+    with TrajectoryClient(server.address, "w1", timeout_s=5.0) as client:
+        res = client.send([traj("v1", version=1), traj("v2", version=2), traj("v3", version=3)])
+        assert sorted(res.accepted) == ["v2", "v3"]
+        assert res.rejected[0][0] == "v1" and res.rejected[0][1].startswith("policy_version")
+        credits_before = client.credits
+        version.v = 4
+        groups = buffer.take_groups(1, current_version=4, timeout_s=2.0)
+        assert [t.id for g in groups for t in g] == ["v3"]
+        assert buffer.stats()["dropped_stale"] == 1
+        # Both the trained and the dropped trajectory return their credits to the worker.
+        wait_until(lambda: client.credits == credits_before + 2, what="returned credits")
+    assert server.stats()["rejected"] == {"policy_version": 1}
+
+
+def test_health_serving_then_stop(learner):
+    _, _, server = learner
+    assert grpc_util.check_health(server.address, timeout_s=2.0) == "SERVING"
+    assert grpc_util.check_health(server.address, "rewardloop.pb.TrajectoryService") == "SERVING"
+    server.stop(grace_s=0.5)
+    with pytest.raises(Unavailable):
+        grpc_util.check_health(server.address, timeout_s=1.0)
+
+
+def test_stop_mid_stream_then_reconnect_reports_duplicates(learner):
+    buffer, version, server = learner
+    client = TrajectoryClient(server.address, "w1", timeout_s=5.0, max_retries=1)
+    try:
+        assert sorted(client.send([traj("a"), traj("b")]).accepted) == ["a", "b"]
+        server.stop(grace_s=0.5)  # the client's stream is open: must not hang
+        with pytest.raises(Unavailable):
+            client.send([traj("c")])
+        restarted = IngestServer(buffer, version, port=server.port, vocab_size=VOCAB)
+        restarted.start()
+        try:
+            res = client.send([traj("a"), traj("b"), traj("c")])
+            assert sorted(res.duplicate) == ["a", "b"] and res.accepted == ["c"]
+            assert client.stats()["reconnects"] >= 1
+        finally:
+            restarted.stop(grace_s=0.5)
+    finally:
+        client.close()
+    assert buffer.stats()["accepted"] == 3
+
+
+def test_server_restart_while_send_waits_for_credits(learner):
+    buffer, version, server = learner
+    client = TrajectoryClient(server.address, "w1", timeout_s=10.0, batch_size=2)
+    trajs = [traj(f"t{i}") for i in range(6)]
+    results: list = []
+    errors: list = []
+
+    def run() -> None:
+        try:
+            results.append(client.send(trajs))
+        except Exception as exc:  # surfaced by the assertions below
+            errors.append(exc)
+
+    sender = threading.Thread(target=run)
+    sender.start()
+    restarted = None
+    try:
+        wait_until(lambda: len(buffer) == 4, what="4 buffered trajectories")
+        server.stop(grace_s=0.5)
+        restarted = IngestServer(buffer, version, port=server.port, vocab_size=VOCAB)
+        restarted.start()
+        # The buffer is full, so the new stream starts with no credits until the learner takes.
+        assert buffer.take_groups(4, current_version=0, timeout_s=5.0) is not None
+        sender.join(timeout=15.0)
+        assert not sender.is_alive() and not errors
+    finally:
+        client.close()
+        if restarted is not None:
+            restarted.stop(grace_s=0.5)
+    assert sorted(results[0].accepted) == sorted(t.id for t in trajs)
+    assert buffer.stats()["accepted"] == 6 and len(buffer) == 2
+
+
+class GatedVersion(Version):
+    """A version_fn that, once armed, blocks the server mid-batch (before it can ack)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.armed = False
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self) -> int:
+        if self.armed:
+            self.entered.set()
+            self.gate.wait(10.0)
+        return self.v
+
+
+def test_unacked_batch_is_resent_after_restart_and_admitted_once():
+    buffer = TrajectoryBuffer(capacity=8, max_staleness=1)
+    gated = GatedVersion()
+    server = IngestServer(buffer, gated, vocab_size=VOCAB)
+    server.start()
+    client = TrajectoryClient(server.address, "w1", timeout_s=10.0)
+    restarted = None
+    try:
+        assert client.send([traj("a")]).accepted == ["a"]
+        gated.armed = True
+        out: list = []
+        sender = threading.Thread(target=lambda: out.append(client.send([traj("b"), traj("c")])))
+        sender.start()
+        assert gated.entered.wait(5.0)  # the old server holds b, c and has not acked them
+        server.stop(grace_s=0.5)
+        restarted = IngestServer(buffer, Version(0), port=server.port, vocab_size=VOCAB)
+        restarted.start()
+        sender.join(timeout=10.0)
+        assert not sender.is_alive()
+        assert sorted(out[0].accepted) == ["b", "c"]
+        gated.gate.set()  # the old server's late admission attempt finds them already buffered
+        wait_until(lambda: buffer.stats()["duplicate"] == 2, what="late duplicates")
+    finally:
+        gated.gate.set()
+        client.close()
+        server.stop(grace_s=0.5)
+        if restarted is not None:
+            restarted.stop(grace_s=0.5)
+    assert buffer.stats()["accepted"] == 3 and len(buffer) == 3
+
+
+def test_credits_shared_between_two_workers(learner):
+    buffer, _, server = learner
+    c1 = TrajectoryClient(server.address, "w1", timeout_s=5.0)
+    c2 = TrajectoryClient(server.address, "w2", timeout_s=5.0)
+    try:
+        assert c1.send([traj("a1"), traj("a2"), traj("a3")]).n_accepted == 3
+        # w1 still holds its 4th credit, so w2 joins with none and must wait for the learner.
+        done = threading.Event()
+        out: list = []
+        t = threading.Thread(
+            target=lambda: (out.append(c2.send([traj("b1"), traj("b2")])), done.set())
+        )
+        t.start()
+        assert not done.wait(0.3)
+        assert len(buffer) == 3 and c2.credits == 0
+        # Released credits go to the stream using the least: w2 gets 2 of w1's 3.
+        assert buffer.take_groups(3, current_version=0, timeout_s=5.0) is not None
+        t.join(timeout=10.0)
+        assert out and sorted(out[0].accepted) == ["b1", "b2"]
+    finally:
+        c1.close()
+        c2.close()
+    snap = server.stats()["credits"]
+    assert sum(snap["outstanding"].values()) + sum(snap["held"].values()) + snap["free"] == 4

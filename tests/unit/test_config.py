@@ -1,0 +1,55 @@
+"""Config: YAML + --set overrides, validation messages that name the key and the fix."""
+
+import pytest
+
+from rewardloop.config import RunConfig, load_config, parse_override
+from rewardloop.errors import ConfigError
+
+
+def test_defaults_are_valid():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig)
+    assert cfg.learner.algorithm == "grpo"
+    assert cfg.rollout.group_size == 8
+
+
+def test_yaml_and_overrides_merge(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("learner:\n  lr: 0.01\n  algorithm: rloo\nrollout:\n  num_workers: 2\n")
+    cfg = load_config(path, ["learner.lr=1e-4", "rollout.temperature=0.7", "learner.scale_std=false"])
+    assert cfg.learner.lr == pytest.approx(1e-4)
+    assert cfg.learner.algorithm == "rloo"
+    assert cfg.rollout.num_workers == 2
+    assert cfg.rollout.temperature == pytest.approx(0.7)
+    assert cfg.learner.scale_std is False
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("learner.lr=-1", "learner.lr"),
+        ("learner.algorithm=sarsa", "learner.algorithm"),
+        ("rollout.group_size=1", "rollout.group_size"),
+        ("rollout.weight_sync=carrier-pigeon", "rollout.weight_sync"),
+        ("learner.nope=3", "learner.nope"),
+        ("rollout.num_workers=two", "rollout.num_workers"),
+        ("learner.buffer_capacity=4", "learner.buffer_capacity"),
+        ("reward.kind=http", "reward.url"),
+    ],
+)
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert str(info.value).startswith(key)
+
+
+def test_missing_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_override_syntax():
+    assert parse_override("a.b=3") == ("a.b", 3)
+    assert parse_override("a.b=1e-5") == ("a.b", 1e-5)
+    with pytest.raises(ConfigError):
+        parse_override("no-equals-sign")
