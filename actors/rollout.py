@@ -23,8 +23,8 @@ import torch
 from rewardloop.config import RunConfig
 from rewardloop.errors import Unavailable
 from rewardloop.prompts import PromptSource
-from rewardloop.scoring import EXPIRED, Score, Scorer, ScoreRequest
 from rewardloop.sampling import sample_completions
+from rewardloop.scoring import EXPIRED, Score, Scorer, ScoreRequest
 from rewardloop.trajectory import RewardPart, Trajectory
 
 log = logging.getLogger(__name__)

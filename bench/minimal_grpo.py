@@ -17,6 +17,7 @@ reader is measured on held-out prompts; the run stops when every reader reaches 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -26,8 +27,8 @@ from collections import Counter
 import torch
 
 from rewardloop.config import ModelConfig, RewardConfig
-from rewardloop.feedback.personas import PersonaReward
 from rewardloop.feedback.base import ScoreRequest
+from rewardloop.feedback.personas import PersonaReward
 from rewardloop.modeling import load_policy
 from rewardloop.newsfeed.corpus import classify_headline
 from rewardloop.newsfeed.prompts import eval_prompts, train_prompts
@@ -43,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--clip-eps", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=1, help="optimizer passes over each batch")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up")
     p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the frozen start model")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--eval-samples", type=int, default=48, help="per reader, >= 32")
     p.add_argument("--target", type=float, default=0.85)
@@ -136,8 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = ModelConfig(cache_dir=args.cache_dir, pretrain_seconds=args.pretrain_seconds)
     model, tok, _ = load_policy(cfg)
     model.to(args.device).train()
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
     reward = PersonaReward(RewardConfig(), seed=args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / (args.warmup_steps + 1)))
     by_reader = {r.name: [p for p in train_prompts() if p.reader == r.name] for r in READERS}
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
 
@@ -158,15 +163,24 @@ def main(argv: list[str] | None = None) -> dict:
         r = torch.tensor([s.reward for s in scores], device=p_ids.device).view(len(prompts), -1)
         adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1, 1)
         m = c_mask.float()
+        if ref is not None:
+            with torch.no_grad():
+                ref_lp = token_logprobs(ref, p_ids, p_mask, c_ids, c_mask, args.temperature)
         for _ in range(args.epochs):
-            ratio = torch.exp(token_logprobs(model, p_ids, p_mask, c_ids, c_mask, args.temperature) - old_lp)
+            new_lp = token_logprobs(model, p_ids, p_mask, c_ids, c_mask, args.temperature)
+            ratio = torch.exp(new_lp - old_lp)
             clipped = ratio.clamp(1 - args.clip_eps, 1 + args.clip_eps)
-            loss = -(torch.min(ratio * adv, clipped * adv) * m).sum() / m.sum()
+            per_token = -torch.min(ratio * adv, clipped * adv)
+            if ref is not None:
+                d = ref_lp - new_lp
+                per_token = per_token + args.kl_coef * (torch.exp(d) - d - 1)
+            loss = (per_token * m).sum() / m.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             opt.step()
+        warmup.step()
         if step % args.eval_every == 0 or step == args.max_steps:
             end_rates = evaluate(model, tok, reward, args)
             curve.append((step, end_rates))

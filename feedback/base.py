@@ -26,12 +26,18 @@ class RewardSource(ABC):
         """One entry per item, in order; None means 'pending, see poll()'."""
 
     def poll(self, timeout_s: float = 0.0) -> list[tuple[str, Score]]:
-        """Scores for items that were pending, as (item id, score); immediate sources have none."""
+        """Scores for items that were pending, as (item id, score); immediate sources have none.
+
+        Waits at most `timeout_s` for the first one. `Score.source` says what happened: the
+        source's name (a rating; `rater` is a pseudonym), "neutral" (expired, neutral reward),
+        "blocked" (stopped by the content check, blocked reward) or EXPIRED (expired with the
+        drop outcome: reward is NaN and the worker must discard the trajectory).
+        """
         return []
 
     def expected(self, items: list[ScoreRequest]) -> list[float] | None:
         """Noise-free expected reward per item, for evaluation; None when not known."""
         return None
 
-    def close(self) -> None:
-        """Release connections and threads."""
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Release connections and threads (nothing to release by default)."""

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rewardloop.config import FeedbackConfig
-from rewardloop.errors import RewardLoopError, grpc_status
+from rewardloop.errors import ConfigError, RewardLoopError, grpc_status
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 
 from .core import FeedbackCore
@@ -102,7 +102,18 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             lambda: self.core.collect(request.publisher, list(request.ack_ids), int(request.limit)),
         )
         return feedback_pb2.CollectResponse(
-            outcomes=[feedback_pb2.Outcome(**o.to_json()) for o in outs]
+            outcomes=[
+                feedback_pb2.Outcome(
+                    item_id=o.item_id,
+                    kind=o.kind,
+                    reward=o.reward,
+                    drop=o.drop,
+                    rater=o.rater,
+                    latency_s=o.latency_s,
+                    reason=o.reason,
+                )
+                for o in outs
+            ]
         )
 
     def Score(self, request, context):
@@ -144,11 +155,16 @@ class GrpcGateway:
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         address = f"{host}:{port}"
-        if self.tls:
-            creds = grpc.ssl_server_credentials([(_read(tls_key), _read(tls_cert))])
-            self.port = self._server.add_secure_port(address, creds)
-        else:
-            self.port = self._server.add_insecure_port(address)
+        try:
+            if self.tls:
+                creds = grpc.ssl_server_credentials([(_read(tls_key), _read(tls_cert))])
+                self.port = self._server.add_secure_port(address, creds)
+            else:
+                self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"feedback.grpc_port: cannot listen on {address} (in use?): {exc}"
+            ) from None
 
     @property
     def target(self) -> str:
@@ -182,8 +198,13 @@ class FeedbackGateway:
     def start(self) -> dict:
         """Start serving; returns {"http_url", "grpc_target", "rate_url"}."""
         c = self.cfg
+        self.core.maintain()  # expiry and retention apply from the first request on
         self.grpc = GrpcGateway(self.core, c.host, c.grpc_port, c.tls_cert, c.tls_key).start()
-        self.http = HttpGateway(self.core, c.host, c.http_port, c.tls_cert, c.tls_key).start()
+        try:
+            self.http = HttpGateway(self.core, c.host, c.http_port, c.tls_cert, c.tls_key).start()
+        except BaseException:
+            self.grpc.stop(grace_s=0)
+            raise
         self._janitor = threading.Thread(
             target=self._housekeeping, name="feedback-janitor", daemon=True
         )

@@ -26,7 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from rewardloop.errors import InvalidInput, NotFound, PayloadTooLarge, RewardLoopError, http_status
+from rewardloop.errors import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    RewardLoopError,
+    http_status,
+)
 
 from .core import RATER_RE, FeedbackCore
 from .page import SECURITY_HEADERS, STATIC_DIR, render_page, render_unauthorized
@@ -90,6 +97,10 @@ class HttpGateway:
         self._thread.start()
         if not self._ready.wait(timeout_s):
             raise RuntimeError(f"HTTP gateway did not start within {timeout_s} s")
+        if isinstance(self._error, OSError):
+            raise ConfigError(
+                f"feedback.http_port: cannot listen on {self.host}:{self.port}: {self._error}"
+            )
         if self._error is not None:
             raise self._error
         return self

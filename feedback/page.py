@@ -43,12 +43,13 @@ def _page_template() -> Template:
 def _buttons(scale: str) -> str:
     if scale == "stars":
         return "".join(
-            f'<button type="submit" name="stars" value="{s}" class="star" id="star-{{id}}-{s}">{"★" * s}</button>'
+            f'<button type="submit" name="stars" value="{s}" class="star" id="star-{{id}}-{s}"'
+            f' aria-label="{s} of 5">{"★" * s}</button>'
             for s in range(1, 6)
         )
     return (
-        '<button type="submit" name="value" value="1" class="like" id="like-{id}">👍 Like</button>'
-        '<button type="submit" name="value" value="0" class="dislike" id="dislike-{id}">👎 Dislike</button>'
+        '<button type="submit" name="value" value="1" class="like" id="like-{id}">Like</button>'
+        '<button type="submit" name="value" value="0" class="dislike" id="dislike-{id}">Dislike</button>'
     )
 
 

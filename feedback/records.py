@@ -6,6 +6,7 @@ share one vocabulary: an `Item` waits for feedback, an `Outcome` is what became 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 RATED, EXPIRED_KIND, BLOCKED = "rated", "expired", "blocked"
@@ -50,7 +51,7 @@ class Outcome:
         return {
             "item_id": self.item_id,
             "kind": self.kind,
-            "reward": self.reward,
+            "reward": None if math.isnan(self.reward) else self.reward,  # JSON has no NaN
             "drop": self.drop,
             "rater": self.rater,
             "latency_s": self.latency_s,
@@ -62,7 +63,7 @@ class Outcome:
         return cls(
             item_id=str(d["item_id"]),
             kind=str(d["kind"]),
-            reward=float(d.get("reward", 0.0)),
+            reward=math.nan if d.get("reward") is None else float(d["reward"]),
             drop=bool(d.get("drop", False)),
             rater=str(d.get("rater", "")),
             latency_s=float(d.get("latency_s", 0.0)),

@@ -20,9 +20,8 @@ GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 
 def generate(out_dir: Path) -> list[Path]:
     """Run protoc (from grpcio-tools) for every .proto into out_dir; returns generated files."""
-    from grpc_tools import protoc  # dev dependency: only needed to regenerate
-
     import grpc_tools
+    from grpc_tools import protoc  # dev dependency: only needed to regenerate
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")
     args = [

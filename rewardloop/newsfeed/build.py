@@ -113,7 +113,8 @@ def build_default_model(out_dir: Path, cfg: ModelConfig, seed: int = 0, per_read
     model = make_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"tokenizer: {len(tokenizer)} tokens; model: {n_params / 1e6:.2f}M parameters")
-    stats = pretrain(model, tokenizer, cfg.pretrain_seconds, seed=seed, log=_log)
+    n_examples = int(min(40000, max(2000, 1000 * cfg.pretrain_seconds)))  # small budgets start fast
+    stats = pretrain(model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log)
     report = sample_report(model, tokenizer, per_reader=per_reader, seed=seed)
     model.save_pretrained(out_dir)
     info = {

@@ -18,7 +18,7 @@ import random
 import re
 from dataclasses import dataclass
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 TOPICS: tuple[str, ...] = ("sports", "tech", "science", "business", "politics", "entertainment")
 

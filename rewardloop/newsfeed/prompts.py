@@ -27,7 +27,7 @@ class Prompt:
 
 
 def prompt_text(reader: str, day: str, time: str) -> str:
-    return f"Feed for {reader}, {day} {time}:"
+    return f"{day.capitalize()} {time} feed for {reader}:"
 
 
 def completion_text(headline: str) -> str:

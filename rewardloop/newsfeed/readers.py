@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rewardloop.newsfeed.corpus import TOPICS, classify_headline
+from rewardloop.newsfeed.corpus import classify_headline
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,7 @@ def test_size_limit(tmp_path):
     assert err.value.http_status == 413
 
 
-@pytest.mark.parametrize(
-    "rater", ["ana@example.com", "", "Ana Smith", "x" * 65, "-leading-dash"]
-)
+@pytest.mark.parametrize("rater", ["ana@example.com", "", "Ana Smith", "x" * 65, "-leading-dash"])
 def test_raters_must_be_pseudonyms(tmp_path, rater):
     core = make_core(tmp_path)
     core.publish([item("t1")], "pub")
@@ -78,7 +76,10 @@ def test_values_and_stars(tmp_path):
     [
         ([{"prompt": "p", "completion": "c"}], "items[0].id"),
         ([{"id": "x", "prompt": 3, "completion": "c"}], "items[0].prompt"),
-        ([{"id": "x", "prompt": "p", "completion": "c", "metadata": {"k": 1}}], "items[0].metadata"),
+        (
+            [{"id": "x", "prompt": "p", "completion": "c", "metadata": {"k": 1}}],
+            "items[0].metadata",
+        ),
         ([{"id": "y" * 300, "prompt": "p", "completion": "c"}], "items[0].id"),
         ("not a list", "items"),
     ],
@@ -93,9 +94,13 @@ def test_publish_validation_names_the_field(tmp_path, bad, field):
 
 def test_content_check_blocks_counts_and_hides(tmp_path):
     core = make_core(
-        tmp_path, content_check="rewardloop.feedback.content_check:block_contact_details", blocked_reward=-2.0
+        tmp_path,
+        content_check="rewardloop.feedback.content_check:block_contact_details",
+        blocked_reward=-2.0,
     )
-    res = core.publish([item("ok"), item("mail", "write to bob@example.com"), item("web", "see www.x.org")], "pub")
+    res = core.publish(
+        [item("ok"), item("mail", "write to bob@example.com"), item("web", "see www.x.org")], "pub"
+    )
     assert res == {"published": 1, "blocked": 2, "blocked_ids": ["mail", "web"]}
     assert [it.id for it in core.pending()] == ["ok"]
     outs = {o.item_id: o for o in core.collect("pub", [])}
@@ -112,5 +117,8 @@ def test_a_failing_content_check_blocks(tmp_path):
 
 
 def test_builtin_check():
-    assert block_contact_details("", "call +1 555 123 4567 now", {}) == "completion contains a phone number"
+    assert (
+        block_contact_details("", "call +1 555 123 4567 now", {})
+        == "completion contains a phone number"
+    )
     assert block_contact_details("", "Local team wins the cup", {}) is None

@@ -53,7 +53,9 @@ def test_function_by_import_path():
     assert scores[0].parts[0].name == "function" and scores[0].source == "function"
 
 
-@pytest.mark.parametrize("fn, problem", [("wrong_length", "returned 1 rewards for 2 items"), ("not_numbers", "'good'")])
+@pytest.mark.parametrize(
+    "fn, problem", [("wrong_length", "returned 1 rewards for 2 items"), ("not_numbers", "'good'")]
+)
 def test_function_bad_answers(fn, problem):
     with pytest.raises(InvalidInput, match=problem):
         FunctionReward(f"{__name__}:{fn}").score(reqs("a", "b"))
@@ -74,10 +76,15 @@ def test_combined_immediate_parts_are_weighted_and_kept():
 
 def test_combined_waits_for_the_delayed_part():
     later = Later()
-    combo = CombinedReward([("fn", 0.5, FunctionReward(lambda p, c, m: [1.0] * len(c))), ("people", 0.5, later)])
+    combo = CombinedReward(
+        [("fn", 0.5, FunctionReward(lambda p, c, m: [1.0] * len(c))), ("people", 0.5, later)]
+    )
     assert combo.score(reqs("x", "y")) == [None, None]
     assert combo.poll() == []
-    later.ready = [("t1", Score(0.0, source="human", rater="r-9")), ("t0", Score(math.nan, source=EXPIRED))]
+    later.ready = [
+        ("t1", Score(0.0, source="human", rater="r-9")),
+        ("t0", Score(math.nan, source=EXPIRED)),
+    ]
     done = dict(combo.poll())
     assert done["t1"].reward == pytest.approx(0.5) and done["t1"].rater == "r-9"
     assert [p.name for p in done["t1"].parts] == ["fn", "people"]
@@ -107,7 +114,9 @@ def test_factory_builds_each_kind_and_combinations():
         ]
     )
     made = []
-    src = make_reward_source(cfg, seed=3, persona_factory=lambda c, s: made.append(s) or FunctionReward(wrong_length))
+    src = make_reward_source(
+        cfg, seed=3, persona_factory=lambda c, s: made.append(s) or FunctionReward(wrong_length)
+    )
     assert isinstance(src, CombinedReward) and made == [3]
     assert [name for name, _, _ in src.parts] == ["len", "persona"]
     fn = make_reward_source(RewardConfig(kind="function", function=f"{__name__}:length_reward"))

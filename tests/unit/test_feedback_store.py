@@ -83,7 +83,9 @@ def test_rating_survives_close_and_reopen(tmp_path, clock):
 
 @pytest.mark.parametrize("outcome", ["drop", "neutral"])
 def test_expiry_outcomes(tmp_path, clock, outcome):
-    s = FeedbackStore(tmp_path / "e.sqlite3", expiry_s=10, expiry_outcome=outcome, neutral_reward=0.5, clock=clock)
+    s = FeedbackStore(
+        tmp_path / "e.sqlite3", expiry_s=10, expiry_outcome=outcome, neutral_reward=0.5, clock=clock
+    )
     s.publish(items("old"), "pub")
     clock.t += 5
     s.publish(items("young"), "pub")
