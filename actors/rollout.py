@@ -101,7 +101,7 @@ class RolloutWorker:
         """Sample one batch of groups; returns trajectories (reward filled in when known)."""
         rc = self.cfg.rollout
         prompts = self.prompts.sample(rc.prompts_per_generation, self.rng)
-        prompt_ids = [self.tokenizer(p.text)["input_ids"] for p in prompts]
+        prompt_ids = [self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
         t0 = time.perf_counter()
         samples = sample_completions(
             self.model, prompt_ids, rc.group_size, rc.max_new_tokens,

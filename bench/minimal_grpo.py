@@ -8,10 +8,16 @@ Each step, for every reader:  pick a random training prompt naming them, sample 
 completions (temperature T, KV cache) and record their log-probs; a simulated reader clicks
 (Bernoulli) or not. Then, per group, advantage = (r - mean) / (std + eps) and one Adam step
 on the PPO-clip loss with the ratio taken against the recorded (behavior) log-probs, averaged
-over completion tokens. Every `eval_every` steps, the noise-free expected like rate of each
-reader is measured on held-out prompts; the run stops when every reader reaches the target.
+over completion tokens (optionally plus a k3 KL to the start model). Every `eval_every` steps,
+the noise-free expected like rate of each reader is measured on held-out prompts; the run stops
+when every reader reaches the target.
 
-    python -m rewardloop.bench.minimal_grpo --max-steps 400 --lr 2e-3 --json
+    python -m rewardloop.bench.minimal_grpo --max-steps 400 --json
+
+Tuning notes (defaults below): Adam lr 5e-4 with a 10-step warm-up reached 0.85 for every reader
+in 270-290 steps on 4 of 4 seeds; lr >= 7e-4 without KL sometimes collapses (one topic for every
+reader, or degenerate text); lr 1e-3 needs --kl-coef 0.05 and is then less predictable
+(190-390 steps).
 """
 
 from __future__ import annotations
@@ -38,13 +44,13 @@ from rewardloop.newsfeed.readers import READERS
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--max-steps", type=int, default=400)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--group-size", type=int, default=8)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--clip-eps", type=float, default=0.2)
     p.add_argument("--epochs", type=int, default=1, help="optimizer passes over each batch")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up")
+    p.add_argument("--warmup-steps", type=int, default=10, help="linear lr warm-up")
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--kl-coef", type=float, default=0.0, help="k3 KL to the frozen start model")
     p.add_argument("--eval-every", type=int, default=10)
@@ -84,8 +90,13 @@ def sample(model, prompts: list[list[int]], n: int, max_new: int, temp: float, e
         if not bool(alive.any()):
             break
         mask = torch.cat([mask, alive.long()[:, None]], dim=1)
-        out = model(input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos,
-                    cache=out.cache, use_cache=True)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=next_pos,
+            cache=out.cache,
+            use_cache=True,
+        )
         next_pos = next_pos + 1
     return p_ids, p_mask, torch.stack(toks, 1), torch.stack(masks, 1), torch.stack(logps, 1)
 
@@ -118,7 +129,12 @@ def evaluate(model, tok, reward: PersonaReward, args) -> dict[str, float]:
         per_prompt = -(-args.eval_samples // len(mine))
         ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in mine]
         p_ids, p_mask, c_ids, c_mask, _ = sample(
-            model, ids, per_prompt, args.max_new_tokens, args.temperature, tok.eos_token_id,
+            model,
+            ids,
+            per_prompt,
+            args.max_new_tokens,
+            args.temperature,
+            tok.eos_token_id,
             tok.pad_token_id,
         )
         texts = decode(tok, c_ids, c_mask)
@@ -127,7 +143,9 @@ def evaluate(model, tok, reward: PersonaReward, args) -> dict[str, float]:
         rates[reader.name] = sum(probs) / len(probs)
         if args.verbose:
             topics = Counter(classify_headline(t) or "malformed" for t in texts)
-            print(f"  {reader.name}: {dict(topics.most_common())} e.g. {texts[0]!r}", file=sys.stderr)
+            print(
+                f"  {reader.name}: {dict(topics.most_common())} e.g. {texts[0]!r}", file=sys.stderr
+            )
     return rates
 
 
@@ -142,7 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
     ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
     reward = PersonaReward(RewardConfig(), seed=args.seed)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    warmup = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / (args.warmup_steps + 1)))
+    warmup = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / (args.warmup_steps + 1))
+    )
     by_reader = {r.name: [p for p in train_prompts() if p.reader == r.name] for r in READERS}
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
 
@@ -154,12 +174,22 @@ def main(argv: list[str] | None = None) -> dict:
         prompts = [rng.choice(by_reader[r.name]) for r in READERS]
         ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
         p_ids, p_mask, c_ids, c_mask, old_lp = sample(
-            model, ids, args.group_size, args.max_new_tokens, args.temperature,
-            tok.eos_token_id, tok.pad_token_id,
+            model,
+            ids,
+            args.group_size,
+            args.max_new_tokens,
+            args.temperature,
+            tok.eos_token_id,
+            tok.pad_token_id,
         )
         texts = decode(tok, c_ids, c_mask)
         keys = [p.reader for p in prompts for _ in range(args.group_size)]
-        scores = reward.score([ScoreRequest(str(i), "", t, k) for i, (t, k) in enumerate(zip(texts, keys, strict=True))])
+        scores = reward.score(
+            [
+                ScoreRequest(str(i), "", t, k)
+                for i, (t, k) in enumerate(zip(texts, keys, strict=True))
+            ]
+        )
         r = torch.tensor([s.reward for s in scores], device=p_ids.device).view(len(prompts), -1)
         adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1, 1)
         m = c_mask.float()
@@ -184,8 +214,10 @@ def main(argv: list[str] | None = None) -> dict:
         if step % args.eval_every == 0 or step == args.max_steps:
             end_rates = evaluate(model, tok, reward, args)
             curve.append((step, end_rates))
-            log(f"step {step} reward {r.mean().item():.2f} like rates {fmt(end_rates)} "
-                f"t={time.perf_counter() - start:.1f}s")
+            log(
+                f"step {step} reward {r.mean().item():.2f} like rates {fmt(end_rates)} "
+                f"t={time.perf_counter() - start:.1f}s"
+            )
             if min(end_rates.values()) >= args.target:
                 to_target = time.perf_counter() - start
                 break
@@ -196,7 +228,10 @@ def main(argv: list[str] | None = None) -> dict:
         "target": args.target,
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "cache_dir")},
         "readers": {
-            name: {"like_rate_start": round(start_rates[name], 4), "like_rate_end": round(end_rates[name], 4)}
+            name: {
+                "like_rate_start": round(start_rates[name], 4),
+                "like_rate_end": round(end_rates[name], 4),
+            }
             for name in start_rates
         },
         "curve": [[s, {k: round(v, 3) for k, v in rates.items()}] for s, rates in curve],

@@ -60,12 +60,12 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     pool = RolloutPool(cfg, learner, endpoints)
     pool.scale(cfg.rollout.num_workers)
     write_json(out / "config.json", to_dict(cfg))
-    evals = [{"step": 0, **evaluator()}]
+    t_train = time.perf_counter()
+    ray.get(learner.start_training.remote(cfg.learner.max_steps), timeout=60)
+    evals = [{"step": 0, **evaluator()}]  # the base model, while the actors start up
     metrics_log = MetricsLog(out / "metrics.jsonl")
     metrics_log.write({"event": "eval", **evals[0]})
     steps: list[dict] = []
-    t_train = time.perf_counter()
-    ray.get(learner.start_training.remote(cfg.learner.max_steps), timeout=60)
     bar = tqdm(total=cfg.learner.max_steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     error = ""
     try:

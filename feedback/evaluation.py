@@ -31,7 +31,7 @@ def evaluate_policy(
     """Returns {"by_key": {key: mean reward}, "mean": float, "samples": int, "noise_free": bool}."""
     was_training = model.training
     model.eval()
-    prompt_ids = [tokenizer(p.text)["input_ids"] for p in prompts]
+    prompt_ids = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
     generator = torch.Generator().manual_seed(seed)
     samples = sample_completions(
         model,

@@ -101,16 +101,16 @@ class LearnerConfig(_Section):
     section: ClassVar[str] = "learner"
     algorithm: str = "grpo"
     """grpo (group-relative, PPO-clip), rloo, reinforce (running-mean baseline), ppo."""
-    lr: float = 2e-3
-    """Adam learning rate."""
+    lr: float = 5e-4
+    """Adam learning rate (>= 7e-4 destabilizes the default model: gibberish or a stuck reader)."""
     lr_schedule: str = "constant"
     """constant, linear or cosine decay to 10% over max_steps, after warmup_steps."""
-    warmup_steps: int = 0
+    warmup_steps: int = 10
     """Linear warm-up steps."""
     groups_per_step: int = 3
     """Groups (prompts x group_size trajectories) consumed by one optimizer step."""
-    max_steps: int = 200
-    """Optimizer steps in a run."""
+    max_steps: int = 500
+    """Optimizer steps in a run (an upper bound when eval.target stops it earlier)."""
     max_staleness: int = 1
     """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
     buffer_capacity: int = 96
@@ -282,9 +282,9 @@ class EvalConfig(_Section):
     section: ClassVar[str] = "eval"
     samples_per_prompt: int = 16
     """Completions sampled per held-out prompt when measuring like rates."""
-    every_steps: int = 50
+    every_steps: int = 20
     """Evaluate on held-out prompts every this many steps (0 = only at start and end)."""
-    target: float = 0.0
+    target: float = 0.85
     """Stop early once every key's held-out rate reaches this (0 = train for max_steps)."""
 
     def __post_init__(self) -> None:

@@ -58,7 +58,9 @@ def cache_path(cfg: ModelConfig, seed: int = 0) -> Path:
     return Path(cfg.cache_dir).expanduser() / f"newsfeed-{digest}"
 
 
-def ensure_default_model(cfg: ModelConfig, seed: int = 0, lock_timeout_s: float | None = None) -> Path:
+def ensure_default_model(
+    cfg: ModelConfig, seed: int = 0, lock_timeout_s: float | None = None
+) -> Path:
     """The cached default model directory, building it first if needed (once, under a lock)."""
     final = cache_path(cfg, seed)
     if (final / INFO_FILE).exists():
@@ -70,7 +72,9 @@ def ensure_default_model(cfg: ModelConfig, seed: int = 0, lock_timeout_s: float 
         try:
             if (final / INFO_FILE).exists():  # another process built it while we waited
                 return final
-            if final.exists():  # debris of a crash between rename and info (cannot happen) or manual edits
+            if (
+                final.exists()
+            ):  # debris of a crash between rename and info (cannot happen) or manual edits
                 shutil.rmtree(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
             try:
@@ -103,18 +107,24 @@ def _acquire(lock, timeout_s: float, final: Path) -> None:
             time.sleep(0.2)
 
 
-def build_default_model(out_dir: Path, cfg: ModelConfig, seed: int = 0, per_reader: int = 96) -> dict:
+def build_default_model(
+    out_dir: Path, cfg: ModelConfig, seed: int = 0, per_reader: int = 96
+) -> dict:
     """Train tokenizer and model into `out_dir` (no caching, no lock); returns the build info."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    _log(f"building the default news-feed model in {out_dir} ({cfg.pretrain_seconds:.0f}s pretrain)")
+    _log(
+        f"building the default news-feed model in {out_dir} ({cfg.pretrain_seconds:.0f}s pretrain)"
+    )
     tokenizer = build_tokenizer(cfg.vocab_size, seed)
     tokenizer.save_pretrained(out_dir)
     model = make_model(cfg, tokenizer)
     n_params = sum(p.numel() for p in model.parameters())
     _log(f"tokenizer: {len(tokenizer)} tokens; model: {n_params / 1e6:.2f}M parameters")
     n_examples = int(min(40000, max(2000, 1000 * cfg.pretrain_seconds)))  # small budgets start fast
-    stats = pretrain(model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log)
+    stats = pretrain(
+        model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log
+    )
     report = sample_report(model, tokenizer, per_reader=per_reader, seed=seed)
     model.save_pretrained(out_dir)
     info = {

@@ -9,7 +9,8 @@ from its words, and the simulated readers (see `readers.py`) can judge a model's
   of exactly one topic, no word more than twice and no repeated bigram;
 - anything else (garbage, mixed topics, repetition, too short or long) classifies as None.
 
-Bump `CORPUS_VERSION` whenever the word lists or templates change: it keys the model cache.
+Bump `CORPUS_VERSION` whenever the word lists, templates, prompts (`prompts.py`) or the tokenizer
+recipe change: it keys the cache of the built default model.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 
 TOPICS: tuple[str, ...] = ("sports", "tech", "science", "business", "politics", "entertainment")
 
@@ -36,6 +37,7 @@ class Lexicon:
     tails: tuple[str, ...]
 
 
+# fmt: off
 LEXICONS: dict[str, Lexicon] = {
     "sports": Lexicon(
         subjects=("Top striker", "Veteran quarterback", "Rookie pitcher", "Olympic sprinter",
@@ -116,17 +118,18 @@ PLACES: tuple[str, ...] = ("Boston", "Chicago", "London", "Paris", "Tokyo", "Ber
 WHENS: tuple[str, ...] = ("on Monday", "on Friday", "this week", "today", "overnight",
                           "at last", "once more", "this weekend")
 SOURCES: tuple[str, ...] = ("sources say", "report says", "officials say")
-PREFIXES: tuple[str, ...] = ("Breaking:", "Exclusive:", "Developing:")
+# fmt: on
 
 TEMPLATES: tuple[str, ...] = (
     "{S} {V} {O}",
     "{S} {V} {O} {T}",
     "{S} {V} {O} in {P}",
     "{S} {V} {O} {W}",
-    "{P} {S} {V} {O}",
-    "{X} {S} {V} {O}",
+    "{S} in {P} {V} {O}",
     "{S} {V} {O}, {R}",
+    "{S} {V} {O} {W}, {R}",
 )
+"""Every headline starts with its subject, so the first word already says the topic."""
 
 _WORD = re.compile(r"[a-z0-9]+")
 _ALLOWED = re.compile(r"^[A-Za-z0-9 ,:'\-]+$")
@@ -141,11 +144,13 @@ def _phrase_words(phrases: tuple[str, ...]) -> set[str]:
     return {w for p in phrases for w in words_of(p)}
 
 
-_SLOT_WORDS = frozenset(_phrase_words(PLACES + WHENS + SOURCES + PREFIXES))
+_SLOT_WORDS = frozenset(_phrase_words(PLACES + WHENS + SOURCES))
+# fmt: off
 _FUNCTION_WORDS = frozenset(
     {"in", "the", "a", "of", "to", "as", "at", "on", "for", "with", "after", "before", "amid",
      "despite", "ahead", "new", "late", "major", "data", "faster"}
 )
+# fmt: on
 NEUTRAL_WORDS: frozenset[str] = _SLOT_WORDS | _FUNCTION_WORDS
 """Words any topic may use; they never decide a topic."""
 
@@ -177,24 +182,16 @@ class Headline:
     text: str
 
 
-_PROPER_FIRST = frozenset({"Lakers", "Congress", "Parliament", "Broadway", "Olympic", "AI"})
-
-
 def _fill(template: str, lex: Lexicon, rng: random.Random) -> str:
-    subject = rng.choice(lex.subjects)
-    if not template.startswith("{S}") and subject.split(" ")[0] not in _PROPER_FIRST:
-        subject = subject[0].lower() + subject[1:]
-    text = template.format(
-        S=subject,
+    return template.format(
+        S=rng.choice(lex.subjects),
         V=rng.choice(lex.verbs),
         O=rng.choice(lex.objects),
         T=rng.choice(lex.tails),
         P=rng.choice(PLACES),
         W=rng.choice(WHENS),
         R=rng.choice(SOURCES),
-        X=rng.choice(PREFIXES),
     )
-    return text[0].upper() + text[1:]
 
 
 def generate_headlines(n: int, seed: int) -> list[Headline]:

@@ -62,9 +62,7 @@ def encode_examples(
         "input_ids"
     ]
     eos = tokenizer.eos_token_id
-    return [
-        (p, (c + [eos])[: N_POSITIONS - len(p)]) for p, c in zip(p_ids, c_ids, strict=True)
-    ]
+    return [(p, (c + [eos])[: N_POSITIONS - len(p)]) for p, c in zip(p_ids, c_ids, strict=True)]
 
 
 def _batch(
@@ -107,7 +105,9 @@ def pretrain(
     try:
         while (elapsed := time.perf_counter() - start) < seconds:
             frac = elapsed / seconds
-            scale = min(1.0, (step + 1) / warmup_steps) * (0.1 + 0.45 * (1 + math.cos(math.pi * frac)))
+            scale = min(1.0, (step + 1) / warmup_steps) * (
+                0.1 + 0.45 * (1 + math.cos(math.pi * frac))
+            )
             for group in opt.param_groups:
                 group["lr"] = lr * scale
             ids, mask, labels = _batch(rng.sample(examples, batch_size), tokenizer.pad_token_id)
@@ -119,7 +119,9 @@ def pretrain(
             step += 1
             losses.append(loss.item())
             if elapsed >= next_log:
-                log(f"pretrain {elapsed:5.1f}s/{seconds:.0f}s step {step} loss {_mean_tail(losses):.3f}")
+                log(
+                    f"pretrain {elapsed:5.1f}s/{seconds:.0f}s step {step} loss {_mean_tail(losses):.3f}"
+                )
                 next_log += 10.0
     finally:
         torch.set_num_threads(old_threads)
@@ -168,7 +170,10 @@ def sample_texts(
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(
-            input_ids=tok[:, None], attention_mask=mask, position_ids=next_pos, cache=out.cache,
+            input_ids=tok[:, None],
+            attention_mask=mask,
+            position_ids=next_pos,
+            cache=out.cache,
             use_cache=True,
         )
         next_pos = next_pos + 1

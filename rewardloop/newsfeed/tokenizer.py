@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from rewardloop.newsfeed.corpus import generate_headlines
+from rewardloop.newsfeed.corpus import LEXICONS, generate_headlines
 from rewardloop.newsfeed.prompts import completion_text, eval_prompts, train_prompts
 
 EOS_TOKEN = "<|endoftext|>"
@@ -44,9 +44,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
-def build_tokenizer(vocab_size: int, seed: int = 0, n_headlines: int = 20000) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    vocab_size: int, seed: int = 0, n_headlines: int = 20000
+) -> PreTrainedTokenizerFast:
     """The news-feed tokenizer: trained on generated headlines (as completions) and all prompts."""
     texts = [completion_text(h.text) for h in generate_headlines(n_headlines, seed)]
-    # Every training example starts with a prompt: weight them so "Feed for" gets its merges.
+    # Every training example starts with a prompt: weight them so their words get merges.
     texts += [p.text for p in train_prompts() + eval_prompts()] * 50
+    # A headline's first word names its topic; boosted, each becomes one token, so the policy
+    # picks a topic with one token instead of a chain of letters shared across topics.
+    texts += [completion_text(w) for w in opening_words()] * 300
     return train_tokenizer(texts, vocab_size)
+
+
+def opening_words() -> list[str]:
+    """The first word of every subject phrase, e.g. "Chipmaker", "Top"."""
+    return sorted({s.split(" ")[0] for lex in LEXICONS.values() for s in lex.subjects})

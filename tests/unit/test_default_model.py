@@ -13,11 +13,13 @@ from rewardloop.config import ModelConfig
 from rewardloop.errors import ConfigError
 from rewardloop.modeling import load_policy
 from rewardloop.newsfeed import build
-from rewardloop.newsfeed.tokenizer import train_tokenizer
+from rewardloop.newsfeed.tokenizer import build_tokenizer, opening_words, train_tokenizer
 
 
 def tiny_cfg(cache_dir, **kw) -> ModelConfig:
-    base = dict(cache_dir=str(cache_dir), pretrain_seconds=2.0, vocab_size=400, n_layer=1, n_embd=32)
+    base = dict(
+        cache_dir=str(cache_dir), pretrain_seconds=2.0, vocab_size=400, n_layer=1, n_embd=32
+    )
     return ModelConfig(**{**base, **kw})
 
 
@@ -36,7 +38,10 @@ def built(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(build, "build_default_model", counting_build)
     try:
-        threads = [threading.Thread(target=lambda: paths.append(build.ensure_default_model(cfg))) for _ in range(2)]
+        threads = [
+            threading.Thread(target=lambda: paths.append(build.ensure_default_model(cfg)))
+            for _ in range(2)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -72,9 +77,12 @@ def test_plain_transformers_loads_the_built_model(built):
     assert len(tok) <= 400 and model.config.vocab_size == len(tok)
     assert tok.eos_token_id is not None and tok.pad_token_id is not None
     assert tok.pad_token_id != tok.eos_token_id
-    ids = tok("Feed for bob, monday noon:", return_tensors="pt", add_special_tokens=False).input_ids
+    ids = tok("Monday noon feed for bob", return_tensors="pt", add_special_tokens=False).input_ids
     assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
-    assert tok.decode(tok(" Chipmaker ships new processor").input_ids) == " Chipmaker ships new processor"
+    assert (
+        tok.decode(tok(" Chipmaker ships new processor").input_ids)
+        == " Chipmaker ships new processor"
+    )
 
 
 def test_second_call_reuses_the_cache(built, monkeypatch):
@@ -112,8 +120,15 @@ def saved_tiny_gpt2(tmp_path, monkeypatch):
     tok.pad_token = None
     torch.manual_seed(0)
     model = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2,
-                   bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+        GPT2Config(
+            vocab_size=len(tok),
+            n_positions=32,
+            n_embd=16,
+            n_layer=1,
+            n_head=2,
+            bos_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
     )
     model.save_pretrained(tmp_path / "tiny")
     tok.save_pretrained(tmp_path / "tiny")
@@ -126,7 +141,9 @@ def test_load_policy_from_a_local_directory_sets_pad_to_eos(saved_tiny_gpt2):
     assert path == str(directory)
     assert tok.pad_token_id == tok.eos_token_id == original.config.eos_token_id
     assert model.config.pad_token_id == tok.eos_token_id
-    for (name, a), b in zip(model.state_dict().items(), original.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        model.state_dict().items(), original.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -135,3 +152,15 @@ def test_load_policy_names_the_key_when_nothing_is_there(tmp_path):
         load_policy(ModelConfig(name_or_path=str(tmp_path / "missing")))
     with pytest.raises(ConfigError, match="model.name_or_path"):
         load_policy(ModelConfig(name_or_path="nobody/no-such-model-here"))
+
+
+def test_default_tokenizer_gives_each_opening_word_one_token():
+    """The first headline token then names the topic: what makes the taste quick to learn."""
+    tok = build_tokenizer(1024, n_headlines=5000)
+    assert len(tok) == 1024
+    multi = [
+        w for w in opening_words() if len(tok(" " + w, add_special_tokens=False).input_ids) != 1
+    ]
+    assert multi == []
+    prompt = tok("Friday night feed for carol", add_special_tokens=False).input_ids
+    assert tok.convert_ids_to_tokens(prompt[-1:]) == ["Ġcarol"]  # the name is the last token

@@ -94,11 +94,9 @@ def test_uniform_topics_give_about_a_third_like_rate(corpus):
 
 
 def test_eval_prompts_hold_out_their_contexts():
-    def context(text: str) -> str:
-        return text.split(",", 1)[1]
-
     train, held_out = train_prompts(), eval_prompts()
-    assert {context(p.text) for p in train}.isdisjoint({context(p.text) for p in held_out})
+    assert len(train) == 3 * 28 and len(held_out) == 3 * 7
+    assert {p.context for p in train}.isdisjoint({p.context for p in held_out})
     for prompts in (train, held_out):
         assert {p.reader for p in prompts} == {r.name for r in READERS}
-        assert all(p.reader in p.text for p in prompts)
+        assert all(p.text.startswith(p.context) and p.text.endswith(p.reader) for p in prompts)

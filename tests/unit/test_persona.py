@@ -18,7 +18,9 @@ GARBAGE = " striker striker striker bank"
 
 
 def req(completion: str, reader: str = "alice", i: int = 0) -> ScoreRequest:
-    return ScoreRequest(id=str(i), prompt=f"Feed for {reader}, monday noon:", completion=completion, prompt_key=reader)
+    return ScoreRequest(
+        id=str(i), prompt=f"Monday noon feed for {reader}", completion=completion, prompt_key=reader
+    )
 
 
 def test_like_probability_by_topic_and_form():

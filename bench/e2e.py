@@ -1,0 +1,326 @@
+"""`bench e2e`: wall time to the news-feed target for rewardloop, TRL and a minimal GRPO loop.
+
+The target: every reader's expected like rate on the held-out prompts >= 0.85. All three run
+one after the other in this run, on this machine, each in its own fresh process, from the
+same cached tiny default model, with the same simulated readers, 3 prompts x a group of 8 per
+step, 24 new tokens at temperature 1, the same learning rate / warm-up / KL (rewardloop's
+config values unless given), the same evaluation (`samples_per_prompt` completions per
+held-out prompt every `eval_every` steps) and the same step cap:
+
+- rewardloop: `cluster.driver.train(cfg)` with `eval.target` (Ray, a learner and workers).
+  The time to target is when the driver writes the evaluation that meets it (metrics.jsonl
+  is watched); checkpointing and the final evaluation after that are not counted.
+- trl: `bench/trl_grpo.py`, TRL's GRPOTrainer (offline, CPU), capped at `--time-cap-s`.
+- minimal: `bench/minimal_grpo.py`, one process, no Ray, no gRPC.
+
+Wall time counts from the call into each system (process start-up aside): Ray start-up,
+model loading and evaluations are part of it; `setup_s` says how much was before training.
+
+    rewardloop bench e2e --json [--repeats 1] [--max-steps 400] [--set learner.lr=...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rewardloop.bench import common
+
+TRL_RATIO_MAX = 0.5
+MINIMAL_RATIO_MAX = 1.5
+SYSTEMS = ("rewardloop", "trl", "minimal")
+
+
+def child_rewardloop(overrides: list[str], target: float) -> dict:
+    """train(cfg) with a watcher on metrics.jsonl that timestamps the first eval >= target."""
+    from rewardloop.cluster.driver import train
+    from rewardloop.config import load_config
+
+    t_call = time.perf_counter()
+    out = tempfile.mkdtemp(prefix="bench-e2e-rewardloop-")
+    cfg = load_config(None, [*overrides, f"out={out}", f"eval.target={target}"])
+    seen: dict = {"setup_s": None, "to_target_s": None, "steps": None, "curve": []}
+    stop = threading.Event()
+
+    def watch() -> None:
+        path, offset = Path(out) / "metrics.jsonl", 0
+        while not stop.is_set():
+            if path.exists():
+                with path.open() as f:
+                    f.seek(offset)
+                    for line in f.readlines():
+                        if not line.endswith("\n"):
+                            break
+                        offset += len(line)
+                        _observe(json.loads(line), seen, t_call, target)
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    error, summary = "", {}
+    try:
+        summary = train(cfg, progress=False)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        total = time.perf_counter() - t_call
+        time.sleep(0.2)
+        stop.set()
+        watcher.join(timeout=5)
+        import ray
+
+        ray.shutdown()
+    return {
+        "reached": seen["to_target_s"] is not None,
+        "time_to_target_s": _r(seen["to_target_s"]),
+        "setup_s": _r(seen["setup_s"]),
+        "steps": seen["steps"] if seen["steps"] is not None else summary.get("steps"),
+        "seconds": round(total, 2),
+        "curve": seen["curve"],
+        "learner_wait_fraction": summary.get("learner_wait_fraction"),
+        "trajectories_per_s": summary.get("trajectories_per_s"),
+        "policy_lag_mean": summary.get("policy_lag_mean"),
+        "error": error,
+    }
+
+
+def _observe(record: dict, seen: dict, t_call: float, target: float) -> None:
+    if record.get("event") != "eval" or "checkpoint" in record:
+        return
+    now = time.perf_counter() - t_call
+    if seen["setup_s"] is None:
+        seen["setup_s"] = now  # the step-0 evaluation is written just before training starts
+    rates = record["by_key"]
+    seen["curve"].append([record["step"], {k: round(v, 3) for k, v in rates.items()}])
+    if seen["to_target_s"] is None and record["step"] > 0 and min(rates.values()) >= target:
+        seen["to_target_s"], seen["steps"] = now, record["step"]
+
+
+def child_minimal(argv: list[str]) -> dict:
+    from rewardloop.bench import minimal_grpo
+
+    t_call = time.perf_counter()
+    res = minimal_grpo.main(argv)
+    total = time.perf_counter() - t_call
+    setup = total - res["seconds"]
+    reached = res["time_to_target_s"] is not None
+    return {
+        "reached": reached,
+        "time_to_target_s": _r(setup + res["time_to_target_s"]) if reached else None,
+        "setup_s": _r(setup),
+        "steps": res["steps"],
+        "seconds": round(total, 2),
+        "curve": res.get("curve", []),
+    }
+
+
+def child_trl(argv: list[str]) -> dict:
+    from rewardloop.bench import trl_grpo
+
+    res = trl_grpo.main(argv, t_call=time.perf_counter())
+    return {
+        k: res[k]
+        for k in ("reached", "time_to_target_s", "setup_s", "steps", "seconds", "capped", "curve")
+    }
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
+
+
+def run_once(system: str, seed: int, args) -> dict:
+    from rewardloop.config import load_config
+
+    cfg = load_config(None, args.overrides)
+    lc, rc = cfg.learner, cfg.rollout
+    lr = args.lr or lc.lr
+    warmup = lc.warmup_steps if args.warmup_steps is None else args.warmup_steps
+    samples = args.eval_samples_per_prompt
+    if system == "rewardloop":
+        fn, fargs = (
+            child_rewardloop,
+            (
+                [
+                    *args.overrides,
+                    f"seed={seed}",
+                    f"learner.lr={lr}",
+                    f"learner.warmup_steps={warmup}",
+                    f"learner.max_steps={args.max_steps}",
+                    f"eval.every_steps={args.eval_every}",
+                    f"eval.samples_per_prompt={samples}",
+                ],
+                args.target,
+            ),
+        )
+    elif system == "trl":
+        fn, fargs = (
+            child_trl,
+            (
+                [
+                    "--json",
+                    "--seed",
+                    str(seed),
+                    "--lr",
+                    str(lr),
+                    "--warmup-steps",
+                    str(warmup),
+                    "--kl-coef",
+                    str(lc.kl_coef),
+                    "--max-steps",
+                    str(args.max_steps),
+                    "--eval-every",
+                    str(args.eval_every),
+                    "--eval-samples-per-prompt",
+                    str(samples),
+                    "--target",
+                    str(args.target),
+                    "--time-cap-s",
+                    str(args.time_cap_s),
+                    "--max-new-tokens",
+                    str(rc.max_new_tokens),
+                    "--temperature",
+                    str(rc.temperature),
+                    "--group-size",
+                    str(rc.group_size),
+                    "--threads",
+                    str(os.cpu_count() or 1),
+                ],
+            ),
+        )
+    else:
+        fn, fargs = (
+            child_minimal,
+            (
+                [
+                    "--json",
+                    "--seed",
+                    str(seed),
+                    "--lr",
+                    str(lr),
+                    "--warmup-steps",
+                    str(warmup),
+                    "--kl-coef",
+                    str(lc.kl_coef),
+                    "--max-steps",
+                    str(args.max_steps),
+                    "--eval-every",
+                    str(args.eval_every),
+                    "--eval-samples",
+                    str(samples * 7),
+                    "--target",
+                    str(args.target),
+                    "--max-new-tokens",
+                    str(rc.max_new_tokens),
+                    "--temperature",
+                    str(rc.temperature),
+                    "--group-size",
+                    str(rc.group_size),
+                    "--threads",
+                    str(os.cpu_count() or 1),
+                ],
+            ),
+        )
+    common.log(f"e2e: {system}, seed {seed}")
+    with common.Workers(1, timeout_s=args.time_cap_s + 300) as workers:
+        res = workers.call(0, fn, *fargs)
+    common.log(
+        f"e2e: {system} reached={res['reached']} time_to_target_s={res['time_to_target_s']}"
+        f" steps={res['steps']}"
+    )
+    return res
+
+
+def summarize(runs: list[dict], cap: float) -> dict:
+    times = [r["time_to_target_s"] for r in runs if r["reached"]]
+    return {
+        "reached": f"{len(times)}/{len(runs)}",
+        "time_to_target_s": common.spread(times) if times else None,
+        "median_or_cap_s": common.median(times) if len(times) == len(runs) else None,
+        "steps_to_target": [r["steps"] for r in runs if r["reached"]],
+        "setup_s": common.median(r["setup_s"] for r in runs if r["setup_s"] is not None),
+        "cap_s": cap,
+    }
+
+
+def main(argv: list[str]) -> dict:
+    p = common.parser("e2e", __doc__.split("\n")[0])
+    p.set_defaults(repeats=1)
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--target", type=float, default=0.85)
+    p.add_argument("--max-steps", type=int, default=400)
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument(
+        "--eval-samples-per-prompt", type=int, default=7, help="x 7 held-out prompts per reader"
+    )
+    p.add_argument("--time-cap-s", type=float, default=600.0)
+    p.add_argument("--lr", type=float, default=None, help="default: rewardloop's learner.lr")
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="rewardloop config override (lr/warm-up/KL are shared with the peers)",
+    )
+    args = p.parse_args(argv)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    runs: dict[str, list[dict]] = {s: [] for s in systems}
+    for seed in range(args.repeats):
+        for system in systems:
+            runs[system].append(run_once(system, seed, args))
+    summary = {s: summarize(r, args.time_cap_s) for s, r in runs.items()}
+    comps = []
+    ours = summary.get("rewardloop", {}).get("median_or_cap_s")
+    for peer, bound, label in (
+        ("trl", TRL_RATIO_MAX, "TRL GRPOTrainer"),
+        ("minimal", MINIMAL_RATIO_MAX, "minimal single-process GRPO"),
+    ):
+        if peer not in summary or "rewardloop" not in summary:
+            continue
+        theirs = summary[peer]["median_or_cap_s"]
+        note = ""
+        if theirs is None and peer == "trl":  # not reached: the cap bounds its time from below
+            theirs, note = (
+                args.time_cap_s,
+                "TRL did not reach the target; its cap is used (a lower bound)",
+            )
+        comps.append(
+            common.comparison(
+                f"e2e wall time to every reader >= {args.target}: rewardloop vs {label}",
+                ("rewardloop train", ours if ours is not None else float("nan"), "s"),
+                (label, theirs if theirs is not None else float("nan"), "s"),
+                ratio_max=bound,
+                note=note
+                or ("" if ours is not None else "rewardloop did not reach the target in every run"),
+            )
+        )
+    from rewardloop.config import load_config
+
+    cfg = load_config(None, args.overrides)
+    return common.result(
+        "e2e",
+        argv,
+        comps,
+        settings={
+            "target": args.target,
+            "max_steps": args.max_steps,
+            "eval_every": args.eval_every,
+            "eval_samples_per_reader": args.eval_samples_per_prompt * 7,
+            "lr": args.lr or cfg.learner.lr,
+            "warmup_steps": cfg.learner.warmup_steps
+            if args.warmup_steps is None
+            else args.warmup_steps,
+            "group_size": cfg.rollout.group_size,
+            "prompts_per_step": 3,
+            "max_new_tokens": cfg.rollout.max_new_tokens,
+            "repeats": args.repeats,
+            "overrides": args.overrides,
+            "time_cap_s": args.time_cap_s,
+        },
+        summary=summary,
+        runs=runs,
+    )

@@ -1,0 +1,275 @@
+"""`bench ingest`: trajectories into the learner over the gRPC stream vs a raw TCP socket.
+
+A worker process streams N trajectories (256 tokens each: a 32-token prompt and a 224-token
+completion with one behavior log-prob per token, ids and reward parts as rollout workers fill
+them) to a real `IngestServer` in this process, through a real `TrajectoryClient`. A drain
+thread takes each group from the buffer as soon as it completes (an infinitely fast learner), so
+credits come back and the figure is what the stream itself can carry. The baseline moves the
+very same serialized `TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to
+a thread that only reads them. A second baseline also parses each frame as protobuf, and a
+single-threaded profile times each stage, which says where the gRPC path spends its time.
+
+    rewardloop bench ingest --json [--trajectories 4096] [--batch-size 24] [--capacity 96]
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+from rewardloop.bench import common
+from rewardloop.trajectory import RewardPart, Trajectory
+
+GOAL_RATIO_MIN = 0.5
+VOCAB = 32000  # a realistic LM vocabulary: token ids take 2-3 varint bytes like real ones
+READERS = ("alice", "bob", "carol")
+
+
+def make_trajectories(
+    n: int,
+    seed: int,
+    prompt_len: int = 32,
+    completion_len: int = 224,
+    group_size: int = 8,
+    worker_id: str = "worker-0",
+) -> list[Trajectory]:
+    """`n` trajectories in groups of `group_size`, fields filled the way rollout workers do."""
+    rng = random.Random(seed)
+    out: list[Trajectory] = []
+    while len(out) < n:
+        group_id = f"{rng.getrandbits(128):032x}"
+        prompt = [rng.randrange(VOCAB) for _ in range(prompt_len)]
+        key = READERS[len(out) // group_size % len(READERS)]
+        for _ in range(group_size):
+            liked = float(rng.random() < 0.4)
+            out.append(
+                Trajectory(
+                    id=f"{rng.getrandbits(128):032x}",
+                    group_id=group_id,
+                    prompt_ids=prompt,
+                    completion_ids=[rng.randrange(VOCAB) for _ in range(completion_len)],
+                    behavior_logprobs=[-rng.expovariate(0.7) for _ in range(completion_len)],
+                    reward=liked,
+                    policy_version=0,
+                    worker_id=worker_id,
+                    group_size=group_size,
+                    prompt_key=key,
+                    reward_parts=[RewardPart("like", liked)],
+                    feedback_source="persona",
+                    feedback_latency_s=0.0,
+                    rater=key,
+                )
+            )
+    return out[:n]
+
+
+def serialized_batches(trajs: list[Trajectory], batch_size: int) -> list[bytes]:
+    """The TrajectoryBatch messages a TrajectoryClient would send, serialized."""
+    from rewardloop.pb import trajectory_pb2
+    from rewardloop.wire import trajectory_to_proto
+
+    protos = [trajectory_to_proto(t) for t in trajs]
+    return [
+        trajectory_pb2.TrajectoryBatch(
+            batch_seq=i // batch_size + 1, trajectories=protos[i : i + batch_size]
+        ).SerializeToString()
+        for i in range(0, len(protos), batch_size)
+    ]
+
+
+# ---- the worker side (runs in a spawned process) ---------------------------------------
+
+
+def client_grpc(address: str, n: int, seed: int, batch_size: int, per_call: int) -> dict:
+    """Stream n trajectories through a TrajectoryClient; `per_call` > 0 sends that many per call."""
+    from rewardloop.actors.trajectory_client import TrajectoryClient
+
+    warmup = make_trajectories(8, seed + 10_000, worker_id="bench")
+    trajs = make_trajectories(n, seed, worker_id="bench")
+    nbytes = sum(len(b) for b in serialized_batches(trajs, batch_size))
+    with TrajectoryClient(address, "bench", timeout_s=60.0, batch_size=batch_size) as client:
+        client.send(warmup)  # opens the stream (hello, credits) outside the timed part
+        step = per_call if per_call > 0 else len(trajs)
+        t0 = time.perf_counter()
+        accepted = 0
+        for i in range(0, len(trajs), step):
+            accepted += client.send(trajs[i : i + step]).n_accepted
+        seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "bytes": nbytes, "n": len(trajs), "accepted": accepted}
+
+
+def client_tcp(port: int, n: int, seed: int, batch_size: int) -> dict:
+    """Send the same serialized batches over a raw socket."""
+    frames = serialized_batches(make_trajectories(n, seed, worker_id="bench"), batch_size)
+    seconds = common.send_frames(port, frames)
+    return {"seconds": seconds, "bytes": sum(len(f) for f in frames), "n": n, "accepted": n}
+
+
+# ---- the learner side (this process) ---------------------------------------------------
+
+
+def run_grpc(
+    workers: common.Workers, n: int, seed: int, batch_size: int, capacity: int, per_call: int
+) -> dict:
+    from rewardloop.learner.buffer import TrajectoryBuffer
+    from rewardloop.learner.ingest_server import IngestServer
+
+    buffer = TrajectoryBuffer(capacity=capacity, max_staleness=1)
+    server = IngestServer(buffer, version_fn=lambda: 0, vocab_size=VOCAB, capacity=capacity)
+    port = server.start()
+    stop = threading.Event()
+    taken = [0]
+
+    def drain() -> None:  # an infinitely fast learner: take each group as it completes
+        while not stop.is_set():
+            groups = buffer.take_groups(1, 0, timeout_s=0.1)
+            if groups:
+                taken[0] += sum(len(g) for g in groups)
+
+    thread = threading.Thread(target=drain, daemon=True, name="bench-drain")
+    thread.start()
+    try:
+        out = workers.call(0, client_grpc, f"127.0.0.1:{port}", n, seed, batch_size, per_call)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.stop(grace_s=1.0)
+    out["server"] = {
+        k: v for k, v in server.stats().items() if k in ("batches", "bytes", "accepted")
+    }
+    if out["accepted"] != out["n"]:
+        raise RuntimeError(f"ingest bench: only {out['accepted']} of {out['n']} accepted")
+    return out
+
+
+def run_tcp(workers: common.Workers, n: int, seed: int, batch_size: int, parse: bool) -> dict:
+    on_frame = None
+    if parse:
+        from rewardloop.pb import trajectory_pb2
+
+        def on_frame(frame: bytearray) -> None:
+            trajectory_pb2.TrajectoryBatch.FromString(bytes(frame))
+
+    sink = common.FrameSink(on_frame)
+    try:
+        return workers.call(0, client_tcp, sink.port, n, seed, batch_size)
+    finally:
+        sink.close()
+
+
+def profile(n: int, batch_size: int) -> dict:
+    """Single-threaded microseconds per trajectory of every stage on the gRPC path."""
+    from rewardloop.learner.buffer import TrajectoryBuffer
+    from rewardloop.pb import trajectory_pb2
+    from rewardloop.wire import trajectory_from_proto, trajectory_to_proto
+
+    trajs = make_trajectories(n, seed=99)
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    protos = [trajectory_to_proto(x) for x in trajs]
+    stages["client: Trajectory -> proto"] = time.perf_counter() - t
+    t = time.perf_counter()
+    blobs = [
+        trajectory_pb2.TrajectoryBatch(trajectories=protos[i : i + batch_size]).SerializeToString()
+        for i in range(0, n, batch_size)
+    ]
+    stages["client: serialize batch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    msgs = [m for b in blobs for m in trajectory_pb2.TrajectoryBatch.FromString(b).trajectories]
+    stages["server: parse batch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    decoded = [trajectory_from_proto(m, VOCAB) for m in msgs]
+    stages["server: validate + proto -> Trajectory"] = time.perf_counter() - t
+    buffer = TrajectoryBuffer(capacity=n, max_staleness=1)
+    t = time.perf_counter()
+    for x in decoded:
+        buffer.add(x, 0)
+    stages["server: buffer.add"] = time.perf_counter() - t
+    us = {k: round(v / n * 1e6, 2) for k, v in stages.items()}
+    server_us = sum(v for k, v in us.items() if k.startswith("server"))
+    client_us = sum(v for k, v in us.items() if k.startswith("client"))
+    return {
+        "us_per_trajectory": us,
+        "server_us_per_trajectory": round(server_us, 2),
+        "client_us_per_trajectory": round(client_us, 2),
+        "server_bound_trajectories_per_s": round(1e6 / server_us),
+        "client_bound_trajectories_per_s": round(1e6 / client_us),
+    }
+
+
+def main(argv: list[str]) -> dict:
+    p = common.parser("ingest", __doc__.split("\n")[0])
+    p.add_argument("--trajectories", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=24, help="trajectories per TrajectoryBatch")
+    p.add_argument("--capacity", type=int, default=96, help="learner buffer capacity = credits")
+    p.add_argument(
+        "--per-call",
+        type=int,
+        default=24,
+        help="also time a worker that sends this many per send() call (0 = skip)",
+    )
+    args = p.parse_args(argv)
+    n = args.trajectories - args.trajectories % 8 or 8
+    runs: dict[str, list[dict]] = {"grpc": [], "grpc_per_call": [], "tcp": [], "tcp_parse": []}
+    with common.Workers(1) as workers:
+        for r in range(args.repeats):
+            seed = 1000 * (r + 1)
+            common.log(f"ingest: repeat {r + 1}/{args.repeats}")
+            runs["tcp"].append(run_tcp(workers, n, seed, args.batch_size, parse=False))
+            runs["tcp_parse"].append(run_tcp(workers, n, seed + 1, args.batch_size, parse=True))
+            runs["grpc"].append(run_grpc(workers, n, seed + 2, args.batch_size, args.capacity, 0))
+            if args.per_call:
+                runs["grpc_per_call"].append(
+                    run_grpc(workers, n, seed + 3, args.batch_size, args.capacity, args.per_call)
+                )
+    figures = {}
+    for name, rs in runs.items():
+        if not rs:
+            continue
+        secs = [x["seconds"] for x in rs]
+        figures[name] = {
+            "seconds": common.spread(secs),
+            "trajectories_per_s": round(rs[0]["n"] / common.median(secs), 1),
+            "MB_per_s": round(rs[0]["bytes"] / common.median(secs) / 1e6, 2),
+            "bytes": rs[0]["bytes"],
+            "trajectories": rs[0]["n"],
+        }
+    grpc, tcp = figures["grpc"], figures["tcp"]
+    comparisons = [
+        common.comparison(
+            "ingest throughput: gRPC stream vs raw TCP",
+            ("IngestServer via TrajectoryClient", grpc["MB_per_s"], "MB/s"),
+            ("raw TCP, same bytes", tcp["MB_per_s"], "MB/s"),
+            ratio_min=GOAL_RATIO_MIN,
+            note=f"{grpc['trajectories_per_s']:.0f} vs {tcp['trajectories_per_s']:.0f} trajectories/s",
+        ),
+        common.comparison(
+            "ingest throughput: gRPC stream vs raw TCP + protobuf parse",
+            ("IngestServer via TrajectoryClient", grpc["MB_per_s"], "MB/s"),
+            ("raw TCP + TrajectoryBatch.FromString", figures["tcp_parse"]["MB_per_s"], "MB/s"),
+        ),
+    ]
+    if "grpc_per_call" in figures:
+        comparisons.append(
+            common.comparison(
+                f"ingest, {args.per_call} trajectories per send() (one generation) vs all at once",
+                ("send() per generation", figures["grpc_per_call"]["trajectories_per_s"], "traj/s"),
+                ("one pipelined send()", grpc["trajectories_per_s"], "traj/s"),
+            )
+        )
+    return common.result(
+        "ingest",
+        argv,
+        comparisons,
+        settings={
+            "trajectories": n,
+            "tokens_per_trajectory": 256,
+            "batch_size": args.batch_size,
+            "capacity": args.capacity,
+            "repeats": args.repeats,
+            "vocab": VOCAB,
+        },
+        figures=figures,
+        profile=profile(min(n, 2048), args.batch_size),
+    )
