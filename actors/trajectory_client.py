@@ -151,6 +151,7 @@ class TrajectoryClient:
         self._stream: _Stream | None = None
         self._connected_before = False
         self._send_lock = threading.Lock()
+        self._aborted = threading.Event()
         self._seq = itertools.count(1)
         self._stats = {
             "sent": 0,
@@ -183,6 +184,15 @@ class TrajectoryClient:
                 self._stream.close()
                 self._stream = None
 
+    def abort(self) -> None:
+        """From another thread: make a send() that waits for credits or acks raise Unavailable
+        now (used at shutdown, when the learner has stopped granting credits)."""
+        self._aborted.set()
+        st = self._stream
+        if st is not None:
+            with st.cond:
+                st.cond.notify_all()
+
     def __enter__(self) -> TrajectoryClient:
         return self
 
@@ -206,6 +216,8 @@ class TrajectoryClient:
             breaks = 0
             credit_wait_since: float | None = None
             while pending or unacked:
+                if self._aborted.is_set():
+                    raise Unavailable(f"trajectory client for {self.target}: aborted")
                 st = self._stream or self._connect()
                 with st.cond:
                     for seq in [s for s in unacked if s in st.acks]:

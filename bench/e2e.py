@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -74,6 +75,7 @@ def child_rewardloop(overrides: list[str], target: float) -> dict:
         import ray
 
         ray.shutdown()
+        shutil.rmtree(out, ignore_errors=True)
     return {
         "reached": seen["to_target_s"] is not None,
         "time_to_target_s": _r(seen["to_target_s"]),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -122,7 +123,9 @@ def run_service(k: int, steps: int, overrides: list, workers: common.Workers) ->
     worker_stats = [workers.result(i) for i in range(k)]
     service.stop()
     watcher.join(timeout=5)
+    shutil.rmtree(stop_file.parent, ignore_errors=True)
     metrics = [dict(m) for m in service.metrics]
+    snapshots += [ingest_s[0]] * (len(metrics) - len(snapshots))  # steps after the last poll
     prev = 0.0
     for m, snap in zip(metrics, snapshots, strict=False):
         m["ingest_s"], prev = snap - prev, snap
@@ -157,6 +160,7 @@ def ray_train(k: int, steps: int, overrides: list) -> dict:
     path = Path(out) / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     metrics = [r for r in map(json.loads, lines) if "event" not in r]
+    shutil.rmtree(out, ignore_errors=True)
     return {"metrics": metrics, "error": error, "workers": summary.get("rollout_workers", [])}
 
 
@@ -214,9 +218,6 @@ def main(argv: list[str]) -> dict:
                     run = workers.call(0, ray_train, k, args.steps, args.overrides)
             figures = steady(run["metrics"], args.skip)
             figures["error"] = run["error"]
-            figures["worker_waited_for_version_s"] = [
-                round(w.get("waited_for_version_s", 0.0), 2) for w in run["workers"] if w
-            ]
             results[mode][str(k)] = figures
             if figures.get("wait_fraction") is None:
                 continue

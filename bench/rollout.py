@@ -30,16 +30,16 @@ GOAL_RATIO_MIN = 0.8
 _STATE: dict = {}  # per process: model, tokenizer, worker, rows
 
 
-def _setup(seed: int, address: str = "") -> dict:
+def _setup(seed: int, address: str = "", overrides: tuple = ()) -> dict:
     """Load the model and build the worker once per process (untimed)."""
     from rewardloop.actors.rollout import RolloutWorker
     from rewardloop.cluster import tasks
-    from rewardloop.config import RunConfig
+    from rewardloop.config import load_config
     from rewardloop.modeling import load_policy
     from rewardloop.sampling import left_pad
 
     torch.set_num_threads(1)
-    cfg = RunConfig()
+    cfg = load_config(None, list(overrides))
     if "model" not in _STATE:
         _STATE["model"], _STATE["tok"], _ = load_policy(cfg.model)
     model, tok = _STATE["model"], _STATE["tok"]
@@ -142,9 +142,9 @@ def run_mode(mode: str, generations: int) -> dict:
     return {"tokens": tokens, "start": start, "end": end, "seconds": end - start}
 
 
-def single_process(generations: int, repeats: int) -> dict:
+def single_process(generations: int, repeats: int, overrides: tuple) -> dict:
     """All modes in this process, interleaved per repeat; tokens/s medians."""
-    _setup(seed=0)
+    _setup(0, "", overrides)
     rates: dict[str, list[float]] = {m: [] for m in MODES}
     for r in range(repeats):
         common.log(f"rollout: single process, repeat {r + 1}/{repeats}")
@@ -172,10 +172,18 @@ def main(argv: list[str]) -> dict:
     p = common.parser("rollout", __doc__.split("\n")[0])
     p.add_argument("--generations", type=int, default=40, help="timed generation calls per run")
     p.add_argument("--max-workers", type=int, default=3)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. --set model.cache_dir=/tmp/models",
+    )
     args = p.parse_args(argv)
+    overrides = tuple(args.overrides)
     torch.set_num_threads(1)
-    single = single_process(args.generations, args.repeats)
-    by_workers = parallel_all(args.max_workers, args.generations, args.repeats)
+    single = single_process(args.generations, args.repeats, overrides)
+    by_workers = parallel_all(args.max_workers, args.generations, args.repeats, overrides)
     gen, wrk, smp = (single[m]["median"] for m in ("generate", "worker", "sampler"))
     comps = [
         common.comparison(
@@ -209,9 +217,9 @@ def main(argv: list[str]) -> dict:
                 f"{d['generate']['aggregate_tokens_per_s']:.0f} tokens/s",
             )
         )
-    from rewardloop.config import RunConfig
+    from rewardloop.config import load_config
 
-    rc = RunConfig().rollout
+    rc = load_config(None, list(overrides)).rollout
     return common.result(
         "rollout",
         argv,
@@ -230,7 +238,7 @@ def main(argv: list[str]) -> dict:
     )
 
 
-def parallel_all(max_workers: int, generations: int, repeats: int) -> dict:
+def parallel_all(max_workers: int, generations: int, repeats: int, overrides: tuple) -> dict:
     """1..max_workers worker processes streaming to a real IngestServer drained at once."""
     from rewardloop.learner.buffer import TrajectoryBuffer
     from rewardloop.learner.ingest_server import IngestServer
@@ -248,7 +256,11 @@ def parallel_all(max_workers: int, generations: int, repeats: int) -> dict:
     out: dict = {}
     try:
         with common.Workers(max_workers) as workers:
-            workers.map(max_workers, _setup, [(i + 1, server.address) for i in range(max_workers)])
+            workers.map(
+                max_workers,
+                _setup,
+                [(i + 1, server.address, overrides) for i in range(max_workers)],
+            )
             for k in range(1, max_workers + 1):
                 common.log(f"rollout: {k} worker process(es)")
                 runs = [parallel(workers, k, generations, server.address) for _ in range(repeats)]

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -170,8 +171,11 @@ def main(argv: list[str] | None = None, t_call: float | None = None) -> dict:
     state["curve"].append([0, {k: round(v, 3) for k, v in start_rates.items()}])
     t_train = time.perf_counter()
     setup_s = t_train - t_call
-    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs to stdout
-        trainer.train()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs to stdout
+            trainer.train()
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
     seconds = time.perf_counter() - t_call
     result = {
         "steps": int(trainer.state.global_step),

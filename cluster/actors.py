@@ -17,6 +17,8 @@ import torch
 from rewardloop.config import RunConfig
 from rewardloop.modeling import load_policy
 
+RECENT_VERSIONS = 8
+
 
 def _setup(threads: int) -> None:
     torch.set_num_threads(threads)
@@ -47,6 +49,7 @@ class LearnerActor:
         if device == "cuda" and cfg.model.dtype == "bfloat16":
             model = model.to(torch.bfloat16)
         self._latest: tuple[int, list] | None = None
+        self._recent: dict[int, ray.ObjectRef] = {}
         self._lock = threading.Lock()
         self.service = LearnerService(cfg, model, tokenizer, publish=self._publish, device=device)
         self.device = device
@@ -55,6 +58,9 @@ class LearnerActor:
         ref = ray.put(state)
         with self._lock:
             self._latest = (version, [ref])  # wrapped in a list so Ray hands back the ref itself
+            self._recent[version] = ref  # a few recent versions, so the driver can save one it evaluated
+            for old in sorted(self._recent)[:-RECENT_VERSIONS]:
+                del self._recent[old]
 
     def start(self) -> dict:
         address = self.service.start()
@@ -80,8 +86,12 @@ class LearnerActor:
     def metrics_since(self, index: int) -> list[dict]:
         return self.service.metrics[index:]
 
-    def save(self, path: str, meta: dict) -> str:
-        return self.service.save(path, meta)
+    def save(self, path: str, meta: dict, version: int | None = None) -> str:
+        """Checkpoint the current weights, or those of a recent `version` (one the driver evaluated)."""
+        with self._lock:
+            ref = self._recent.get(version) if version is not None else None
+        weights = ray.get(ref) if ref is not None else None
+        return self.service.save(path, meta, weights=weights, version=version if ref is not None else None)
 
     def stop(self) -> None:
         self.service.stop()
@@ -132,3 +142,4 @@ class RolloutActor:
 
     def stop(self) -> None:
         self._stop.set()
+        self.client.abort()  # a send waiting for credits returns now

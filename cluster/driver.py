@@ -68,6 +68,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     steps: list[dict] = []
     bar = tqdm(total=cfg.learner.max_steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     error = ""
+    target_version = None  # the evaluated version that reached eval.target: the one to keep
     try:
         while True:
             new = ray.get(learner.metrics_since.remote(len(steps)), timeout=60)
@@ -82,6 +83,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
                 metrics_log.write({"event": "eval", **evals[-1]})
                 if cfg.eval.target and min(evals[-1]["by_key"].values()) >= cfg.eval.target:
                     log.info("every key reached eval.target=%.2f at step %d", cfg.eval.target, len(steps))
+                    target_version = evals[-1]["version"]
                     break
             status = ray.get(learner.status.remote(), timeout=60)
             if status["done"] and len(steps) >= status["steps"]:
@@ -98,7 +100,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
         worker_stats = pool.shutdown()
         ray.get(learner.stop.remote(), timeout=60)
     checkpoint = out / "checkpoint"
-    ray.get(learner.save.remote(str(checkpoint), {"steps": len(steps), "config": to_dict(cfg)}), timeout=300)
+    meta = {"steps": len(steps), "config": to_dict(cfg)}
+    ray.get(learner.save.remote(str(checkpoint), meta, target_version), timeout=300)
     final = _evaluate_checkpoint(evaluator, checkpoint, len(steps))
     evals.append(final)
     metrics_log.write({"event": "eval", **final})

@@ -146,9 +146,16 @@ class LearnerService:
             "ingest": self.ingest.stats(),
         }
 
-    def save(self, path: str, meta: dict | None = None) -> str:
+    def save(self, path: str, meta: dict | None = None, weights: dict | None = None, version: int | None = None) -> str:
+        """Save a HF checkpoint; with `weights`, those (of `version`) instead of the current ones.
+
+        Call it after training stopped: loading `weights` replaces the trainer's parameters.
+        """
         model = self.trainer.model
-        save_checkpoint(path, model, self.tokenizer, self.trainer.trainer_state(), {"version": self.version, **(meta or {})})
+        if weights is not None:
+            model.load_state_dict(weights)
+        meta = {"version": self.version if version is None else version, "learner_version": self.version, **(meta or {})}
+        save_checkpoint(path, model, self.tokenizer, self.trainer.trainer_state(), meta)
         return str(path)
 
     def stop(self, timeout_s: float = 10.0) -> None:

@@ -10,17 +10,17 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-TEST_PRETRAIN_SECONDS = 40.0
 
 
 @pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> str:
-    """A cache dir holding the news-feed default model, pre-trained briefly (built once)."""
+def model_cache() -> str:
+    """The cache dir holding the news-feed default model, exactly as `make demo` builds it
+    (built once per machine; REWARDLOOP_TEST_CACHE points the tests at another cache)."""
     from rewardloop.config import ModelConfig
     from rewardloop.newsfeed.build import ensure_default_model
 
-    cache = os.environ.get("REWARDLOOP_TEST_CACHE") or str(tmp_path_factory.mktemp("model-cache"))
-    ensure_default_model(ModelConfig(cache_dir=cache, pretrain_seconds=TEST_PRETRAIN_SECONDS))
+    cache = os.environ.get("REWARDLOOP_TEST_CACHE") or ModelConfig().cache_dir
+    ensure_default_model(ModelConfig(cache_dir=cache))
     return cache
 
 

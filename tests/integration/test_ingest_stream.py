@@ -349,3 +349,40 @@ def test_credits_shared_between_two_workers(learner):
         c2.close()
     snap = server.stats()["credits"]
     assert sum(snap["outstanding"].values()) + sum(snap["held"].values()) + snap["free"] == 4
+
+
+def test_abort_unblocks_a_send_waiting_for_credits():
+    """Shutdown path: a worker blocked on credits returns at once when aborted."""
+    import threading
+    import time as _time
+
+    from rewardloop.actors.trajectory_client import TrajectoryClient as _Client
+    from rewardloop.errors import Unavailable as _Unavailable
+    from rewardloop.learner.buffer import TrajectoryBuffer as _Buffer
+    from rewardloop.learner.ingest_server import IngestServer as _Server
+    from rewardloop.trajectory import Trajectory as _T
+
+    buffer = _Buffer(capacity=2, max_staleness=1)
+    server = _Server(buffer, version_fn=lambda: 0, port=0)
+    server.start()
+    client = _Client(server.address, "w-abort", timeout_s=30, batch_size=2)
+    trajs = [_T(id=f"a{i}", group_id=f"g{i}", prompt_ids=[1], completion_ids=[2], behavior_logprobs=[-0.1],
+                reward=0.0, policy_version=0, worker_id="w-abort", group_size=1) for i in range(5)]
+    errors = []
+
+    def send():
+        try:
+            client.send(trajs)
+        except _Unavailable as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    _time.sleep(0.5)
+    assert thread.is_alive()  # blocked: 2 credits for 5 trajectories, nobody consumes
+    t0 = _time.monotonic()
+    client.abort()
+    thread.join(5)
+    assert not thread.is_alive() and _time.monotonic() - t0 < 5
+    assert errors and "aborted" in errors[0]
+    server.stop()

@@ -17,7 +17,7 @@ from rewardloop.modeling import load_policy
 @pytest.fixture
 def cfg(model_cache, tmp_path):
     return load_config(None, [
-        f"model.cache_dir={model_cache}", f"model.pretrain_seconds={40.0}", "learner.max_steps=4",
+        f"model.cache_dir={model_cache}", "learner.max_steps=4",
         "learner.wait_timeout_s=60", f"out={tmp_path}",
     ])
 

@@ -15,7 +15,7 @@ def run(model_cache, ray_local, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("ray-run")
     cfg = load_config(None, [
-        f"model.cache_dir={model_cache}", "model.pretrain_seconds=40", "learner.max_steps=6",
+        f"model.cache_dir={model_cache}", "learner.max_steps=6",
         "eval.every_steps=3", "eval.samples_per_prompt=4", f"out={out}", "rollout.num_workers=1",
     ])
     summary = train(cfg, progress=False)
