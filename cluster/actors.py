@@ -86,12 +86,14 @@ class LearnerActor:
     def metrics_since(self, index: int) -> list[dict]:
         return self.service.metrics[index:]
 
-    def save(self, path: str, meta: dict, version: int | None = None) -> str:
-        """Checkpoint the current weights, or those of a recent `version` (one the driver evaluated)."""
-        with self._lock:
-            ref = self._recent.get(version) if version is not None else None
-        weights = ray.get(ref) if ref is not None else None
-        return self.service.save(path, meta, weights=weights, version=version if ref is not None else None)
+    def save(self, path: str, meta: dict, version: int | None = None, weights: dict | None = None) -> str:
+        """Checkpoint the current weights, or those of `version` (one the driver evaluated): given
+        as `weights`, else looked up among the recent versions."""
+        if weights is None:
+            with self._lock:
+                ref = self._recent.get(version) if version is not None else None
+            weights = ray.get(ref) if ref is not None else None
+        return self.service.save(path, meta, weights=weights, version=version if weights is not None else None)
 
     def stop(self) -> None:
         self.service.stop()

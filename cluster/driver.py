@@ -69,6 +69,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     bar = tqdm(total=cfg.learner.max_steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     error = ""
     target_version = None  # the evaluated version that reached eval.target: the one to keep
+    target_weights = None
     try:
         while True:
             new = ray.get(learner.metrics_since.remote(len(steps)), timeout=60)
@@ -84,6 +85,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
                 if cfg.eval.target and min(evals[-1]["by_key"].values()) >= cfg.eval.target:
                     log.info("every key reached eval.target=%.2f at step %d", cfg.eval.target, len(steps))
                     target_version = evals[-1]["version"]
+                    # the learner trains on while we evaluate and stop: keep these exact weights
+                    target_weights = {k: v.clone() for k, v in evaluator.model.state_dict().items()}
                     break
             status = ray.get(learner.status.remote(), timeout=60)
             if status["done"] and len(steps) >= status["steps"]:
@@ -101,7 +104,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
         ray.get(learner.stop.remote(), timeout=60)
     checkpoint = out / "checkpoint"
     meta = {"steps": len(steps), "config": to_dict(cfg)}
-    ray.get(learner.save.remote(str(checkpoint), meta, target_version), timeout=300)
+    ray.get(learner.save.remote(str(checkpoint), meta, target_version, target_weights), timeout=300)
     final = _evaluate_checkpoint(evaluator, checkpoint, len(steps))
     evals.append(final)
     metrics_log.write({"event": "eval", **final})

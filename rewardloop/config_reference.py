@@ -1,7 +1,8 @@
 """Print the config reference (every key, its default and its doc line) as a Markdown table.
 
 The doc lines live in rewardloop/config.py as attribute docstrings; this reads them with `ast`
-so the README's table is generated, not retyped: `python -m rewardloop.config_reference`.
+so the README's table is generated, not retyped: `python -m rewardloop.config_reference`
+(print it) or `python -m rewardloop.config_reference --write README.md` (update it in place).
 """
 
 from __future__ import annotations
@@ -49,5 +50,24 @@ def markdown() -> str:
     return "\n".join(lines)
 
 
+def write_into(readme: Path) -> bool:
+    """Replace the config table in a README in place; returns True when it changed."""
+    text = readme.read_text()
+    lines = text.splitlines()
+    start = lines.index("| key | default | meaning |")
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    new = "\n".join(lines[:start] + markdown().splitlines() + lines[end:]) + "\n"
+    readme.write_text(new)
+    return new != text
+
+
 if __name__ == "__main__":
-    print(markdown())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:
+        changed = write_into(Path(sys.argv[2]))
+        print("updated" if changed else "already current")
+    else:
+        print(markdown())

@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rewardloop.config import ModelConfig
@@ -62,11 +63,19 @@ def ensure_default_model(
     cfg: ModelConfig, seed: int = 0, lock_timeout_s: float | None = None
 ) -> Path:
     """The cached default model directory, building it first if needed (once, under a lock)."""
-    final = cache_path(cfg, seed)
+    timeout = lock_timeout_s if lock_timeout_s is not None else 600.0 + 10 * cfg.pretrain_seconds
+    # looked up at call time, so a test can count builds by patching build_default_model
+    return ensure_built(
+        cache_path(cfg, seed), lambda tmp: build_default_model(tmp, cfg, seed), timeout
+    )
+
+
+def ensure_built(final: Path, build: Callable[[Path], object], timeout: float) -> Path:
+    """`final`, first built by `build(tmp_dir)` if it has no INFO_FILE yet: once, under an fcntl
+    lock next to it, into a temporary directory renamed into place (shared by every task)."""
     if (final / INFO_FILE).exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    timeout = lock_timeout_s if lock_timeout_s is not None else 600.0 + 10 * cfg.pretrain_seconds
     with open(final.parent / f"{final.name}.lock", "w") as lock:
         _acquire(lock, timeout, final)
         try:
@@ -78,7 +87,7 @@ def ensure_default_model(
                 shutil.rmtree(final)
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
             try:
-                build_default_model(tmp, cfg, seed)
+                build(tmp)
                 tmp.rename(final)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

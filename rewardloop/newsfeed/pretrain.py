@@ -91,11 +91,16 @@ def pretrain(
     warmup_steps: int = 30,
     n_examples: int = 40000,
     log: Callable[[str], None] = lambda _msg: None,
+    examples: list[tuple[list[int], list[int]]] | None = None,
 ) -> dict:
-    """Train for `seconds` of wall-clock time on all cores; returns {steps, final_loss, ...}."""
+    """Train for `seconds` of wall-clock time on all cores; returns {steps, final_loss, ...}.
+
+    `examples` are (prompt ids, completion ids + eos) pairs; default: `n_examples` headlines.
+    """
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    examples = encode_examples(tokenizer, n_examples, seed)
+    if examples is None:
+        examples = encode_examples(tokenizer, n_examples, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     old_threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
