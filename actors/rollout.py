@@ -3,6 +3,8 @@
     repeat:
         swap to the newest weights if there are any (between generations only)
         if this version already fed max_staleness + 1 generations: wait for a newer one
+        if max_pending_groups groups still await delayed rewards: wait for ratings
+        wait until the learner has credits (room) for the next batch, then swap weights again
         sample prompts; generate G completions each, with behavior log-probs and the version
         score them with the reward source (delayed sources answer later via poll())
         send complete groups to the learner within credits
@@ -66,7 +68,8 @@ class RolloutWorker:
         self.pending: dict[str, _PendingGroup] = {}
         self.counters = {"generations": 0, "trajectories": 0, "tokens": 0, "sent": 0, "accepted": 0,
                          "duplicate": 0, "rejected": 0, "weight_swaps": 0, "waited_for_version_s": 0.0,
-                         "generate_s": 0.0, "reward_s": 0.0, "send_s": 0.0}
+                         "generate_s": 0.0, "reward_s": 0.0, "send_s": 0.0, "waited_for_ratings_s": 0.0,
+                         "waited_for_credits_s": 0.0}
 
     # -- weights -------------------------------------------------------------------------
     def maybe_swap_weights(self) -> bool:
@@ -93,8 +96,45 @@ class RolloutWorker:
             if time.monotonic() - t0 > timeout_s:
                 log.warning("worker %s: no new weights after %.0fs; generating anyway", self.worker_id, timeout_s)
                 break
-            time.sleep(0.005)
+            self._idle()
         self.counters["waited_for_version_s"] += time.monotonic() - t0
+
+    def wait_for_ratings(self, stop: threading.Event, timeout_s: float) -> bool:
+        """Bound delayed work: while max_pending_groups groups await rewards, keep flushing.
+
+        Returns True when there is room to generate (False after `timeout_s` or on stop)."""
+        limit = self.cfg.rollout.max_pending_groups
+        t0 = time.monotonic()
+        while limit and len(self.pending) >= limit and not stop.is_set():
+            if time.monotonic() - t0 > timeout_s:
+                log.warning("worker %s: %d groups still await rewards after %.0fs", self.worker_id, len(self.pending), timeout_s)
+                break
+            self._idle()
+        self.counters["waited_for_ratings_s"] += time.monotonic() - t0
+        return not limit or len(self.pending) < limit
+
+    def _idle(self) -> None:
+        """One beat of a wait: delayed rewards keep flowing to the learner meanwhile."""
+        if not self.pending:
+            time.sleep(0.005)
+            return
+        try:
+            self.flush()
+        except Unavailable as exc:
+            log.warning("worker %s: %s; retrying", self.worker_id, exc)
+        time.sleep(0.05)  # polls the reward source ~20 times a second, not in a hot loop
+
+    def wait_for_room(self, timeout_s: float) -> None:
+        """Generate only when the learner has room for the result: data made while its buffer
+        is full would only grow stale waiting for credits (and be dropped)."""
+        wait = getattr(self.sink, "wait_for_credits", None)
+        if wait is None:
+            return
+        t0 = time.monotonic()
+        rc = self.cfg.rollout
+        wait(rc.prompts_per_generation * rc.group_size, timeout_s)
+        self.counters["waited_for_credits_s"] += time.monotonic() - t0
+        self.maybe_swap_weights()  # the learner may have moved on while we waited
 
     # -- one generation ------------------------------------------------------------------
     def generate(self) -> list[Trajectory]:
@@ -194,6 +234,9 @@ class RolloutWorker:
             self.wait_for_fresh_weights(timeout)
             if stop.is_set():
                 break
+            if not self.wait_for_ratings(stop, timeout):
+                continue
+            self.wait_for_room(timeout)
             self.generate()
             try:
                 self.flush()

@@ -66,6 +66,7 @@ class _Stream:
         self.cond = threading.Condition()
         self.credits = 0
         self.granted = 0  # total credits this stream was granted
+        self.peak_credits = 0  # the most this stream ever held at once (its share of the buffer)
         self.sent = 0  # total trajectories sent on this stream (never > granted)
         self.acks: dict[int, trajectory_pb2.Ack] = {}
         self.ready = False  # the hello was answered
@@ -101,6 +102,7 @@ class _Stream:
                 with self.cond:
                     self.credits += ack.credits
                     self.granted += ack.credits
+                    self.peak_credits = max(self.peak_credits, self.credits)
                     self.learner_version = ack.learner_version
                     if ack.batch_seq:
                         self.acks[ack.batch_seq] = ack
@@ -183,6 +185,25 @@ class TrajectoryClient:
             if self._stream is not None:
                 self._stream.close()
                 self._stream = None
+
+    def wait_for_credits(self, n: int, timeout_s: float) -> bool:
+        """Block until this client may send min(n, its share of the buffer) trajectories.
+
+        Workers call it before generating, so that data is not made while the learner's
+        buffer is full (it would only grow stale waiting). False on timeout or abort.
+        """
+        with self._send_lock:
+            st = self._stream or self._connect()
+        deadline = time.monotonic() + timeout_s
+        with st.cond:
+            while not (st.ended or self._aborted.is_set()):
+                if st.credits >= min(n, max(1, st.peak_credits)):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                st.cond.wait(min(left, 1.0))
+        return False
 
     def abort(self) -> None:
         """From another thread: make a send() that waits for credits or acks raise Unavailable

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from rewardloop.config import RunConfig
+from rewardloop.config import RunConfig, buffer_capacity
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.checkpoint import save_checkpoint
 from rewardloop.learner.ingest_server import IngestServer
@@ -34,11 +34,12 @@ class LearnerService:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.trainer = Trainer(model, lc, pad_id=tokenizer.pad_token_id, temperature=cfg.rollout.temperature, device=device)
-        self.buffer = TrajectoryBuffer(capacity=lc.buffer_capacity, max_staleness=lc.max_staleness)
+        capacity = buffer_capacity(cfg)
+        self.buffer = TrajectoryBuffer(capacity=capacity, max_staleness=lc.max_staleness)
         vocab = model.get_input_embeddings().num_embeddings
         self.ingest = IngestServer(
             self.buffer, version_fn=lambda: self.trainer.version, port=lc.port, host=lc.host,
-            vocab_size=vocab, capacity=lc.buffer_capacity,
+            vocab_size=vocab, capacity=capacity,
         )
         self.weight_server = WeightServer(port=0, host=lc.host) if cfg.rollout.weight_sync == "grpc" else None
         self._publish = publish

@@ -83,6 +83,8 @@ class RolloutConfig(_Section):
     """torch intra-op threads per worker."""
     rpc_timeout_s: float = 30.0
     """Deadline for every call a worker makes (acks, credits, weights)."""
+    max_pending_groups: int = 0
+    """Groups a worker may hold awaiting delayed rewards before it stops generating (0 = no bound)."""
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, self.key("num_workers"), "must be >= 1")
@@ -94,6 +96,7 @@ class RolloutConfig(_Section):
         _require(self.weight_sync in ("object_store", "grpc"), self.key("weight_sync"), "use object_store or grpc")
         _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
         _require(self.rpc_timeout_s > 0, self.key("rpc_timeout_s"), "must be > 0")
+        _require(self.max_pending_groups >= 0, self.key("max_pending_groups"), "must be >= 0 (0 = no bound)")
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,13 @@ class LearnerConfig(_Section):
     """Optimizer steps in a run (an upper bound when eval.target stops it earlier)."""
     max_staleness: int = 1
     """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
-    buffer_capacity: int = 96
-    """Trajectories the learner buffers; also the total credits granted to workers."""
+    buffer_capacity: int = 0
+    """Trajectories the learner buffers = total credits granted to workers (0 = automatic:
+    groups_per_step x group_size x max(1, max_staleness); a fuller queue only goes stale)."""
     clip_eps: float = 0.2
     """PPO clip range for the policy ratio."""
+    ppo_epochs: int = 1
+    """ppo: optimizer passes over each batch, all clipped against the behavior log-probs."""
     is_cap: float = 2.0
     """Truncation cap for importance weights learner/behavior on stale data."""
     scale_std: bool = True
@@ -150,8 +156,9 @@ class LearnerConfig(_Section):
         _require(self.groups_per_step >= 1, self.key("groups_per_step"), "must be >= 1")
         _require(self.max_steps >= 1, self.key("max_steps"), "must be >= 1")
         _require(self.max_staleness >= 0, self.key("max_staleness"), "must be >= 0")
-        _require(self.buffer_capacity >= 1, self.key("buffer_capacity"), "must be >= 1")
+        _require(self.buffer_capacity >= 0, self.key("buffer_capacity"), "must be >= 0 (0 = automatic)")
         _require(0 < self.clip_eps < 1, self.key("clip_eps"), "must be in (0, 1)")
+        _require(self.ppo_epochs >= 1, self.key("ppo_epochs"), "must be >= 1")
         _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
         _require(self.aggregation in ("token", "sequence"), self.key("aggregation"), "use token or sequence")
         _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
@@ -195,7 +202,7 @@ class RewardConfig(_Section):
         _require(self.kind in REWARD_KINDS, self.key("kind"), f"use one of {', '.join(REWARD_KINDS)}")
         _require(0 <= self.dislike_prob <= self.like_prob <= 1, self.key("like_prob"), "need 0 <= dislike_prob <= like_prob <= 1")
         _require(self.kind != "function" or ":" in self.function, self.key("function"), "set it to `module.path:callable`")
-        _require(self.kind not in ("http", "grpc", "human") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")
+        _require(self.kind not in ("http", "grpc") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")  # human: RunConfig checks (autostart fills it)
         _require(self.timeout_s > 0, self.key("timeout_s"), "must be > 0")
         _require(self.max_batch >= 1, self.key("max_batch"), "must be >= 1")
         _require(self.retries >= 0, self.key("retries"), "must be >= 0")
@@ -261,6 +268,12 @@ class FeedbackConfig(_Section):
     """`module:callable` run on every item before a rater or user sees it; empty = built-in no-op."""
     blocked_reward: float = -1.0
     """Reward of an item the content check blocked (it is never shown)."""
+    autostart: bool = False
+    """`train` starts this gateway (a Ray actor) and points reward.url at it; a relative store_path lands in the run dir."""
+    simulated_raters: int = 0
+    """helpdesk: simulated users rating through the autostarted gateway's HTTP API (0 = none; people rate)."""
+    rating_delay_s: float = 2.0
+    """Mean seconds a simulated rater takes to answer (each delay is uniform in [0.5, 1.5] x this)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.store_path), self.key("store_path"), "must not be empty (use :memory: for a throwaway store)")
@@ -275,6 +288,9 @@ class FeedbackConfig(_Section):
         _require(self.retention_days >= 0, self.key("retention_days"), "must be >= 0 (0 = keep forever)")
         _require(not self.content_check or ":" in self.content_check, self.key("content_check"), "set it to `module.path:callable` or leave it empty")
         _require(abs(self.blocked_reward) < float("inf"), self.key("blocked_reward"), "must be finite")
+        _require(self.simulated_raters >= 0, self.key("simulated_raters"), "must be >= 0 (0 = none)")
+        _require(not self.simulated_raters or self.autostart, self.key("simulated_raters"), "they rate through the gateway the run starts: set feedback.autostart=true")
+        _require(self.rating_delay_s >= 0, self.key("rating_delay_s"), "must be >= 0 seconds")
 
 
 @dataclass(frozen=True)
@@ -326,12 +342,29 @@ class RunConfig(_Section):
 
     def __post_init__(self) -> None:
         _require(self.task in ("newsfeed", "helpdesk"), "task", "use newsfeed or helpdesk")
+        rewards = [sub for _, _, sub in self.reward.source_configs()] or [self.reward]
+        _require(
+            all(r.kind != "human" or r.url for r in rewards) or self.feedback.autostart,
+            "reward.url",
+            "reward.kind=human needs reward.url (the gateway), or feedback.autostart=true to start one",
+        )
+        _require(not self.feedback.simulated_raters or self.task == "helpdesk", "feedback.simulated_raters", "simulated raters are help-desk users: set task=helpdesk or 0")
         groups = self.learner.groups_per_step * self.rollout.group_size
         _require(
-            self.learner.buffer_capacity >= groups,
+            self.learner.buffer_capacity == 0 or self.learner.buffer_capacity >= groups,
             "learner.buffer_capacity",
             f"must hold one step's trajectories ({groups} = groups_per_step x group_size)",
         )
+
+
+def buffer_capacity(cfg: RunConfig) -> int:
+    """learner.buffer_capacity, 0 resolved so that queued data never outlives max_staleness.
+
+    Workers generate only when they hold credits, with the newest weights. With s steps of data
+    queued (the learner training on one), a batch started now is consumed <= s versions later.
+    """
+    step = cfg.learner.groups_per_step * cfg.rollout.group_size
+    return cfg.learner.buffer_capacity or step * max(1, cfg.learner.max_staleness)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
