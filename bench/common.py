@@ -102,7 +102,9 @@ def result(benchmark: str, argv: list[str], comparisons: list[dict], **details) 
     goals = [c["goal"]["met"] for c in comparisons if "goal" in c]
     return {
         "benchmark": benchmark,
-        "command": "rewardloop bench " + " ".join([benchmark, "--json", *argv]),
+        "command": " ".join(
+            ["rewardloop bench", benchmark, "--json", *(a for a in argv if a != "--json")]
+        ),
         "machine": machine_info(),
         "comparisons": comparisons,
         "goals_met": all(goals) if goals else None,

@@ -17,6 +17,7 @@ from rewardloop.run_outputs import MetricsLog, plot_reward_curve, write_json
 
 from . import tasks
 from .actors import LearnerActor
+from .feedback_side import start_feedback
 from .placement import connect, learner_options
 from .pool import RolloutPool
 
@@ -31,7 +32,7 @@ class Evaluator:
         self.cfg = cfg
         self.model, self.tokenizer, self.model_path = load_policy(cfg.model, cfg.task)
         self.prompts = tasks.prompt_source(cfg).evaluation
-        self.reward = tasks.reward_source(cfg, seed=cfg.seed + 99991)
+        self.reward = tasks.eval_reward_source(cfg, seed=cfg.seed + 99991)
 
     def __call__(self, model=None) -> dict:
         from rewardloop.feedback.evaluation import evaluate_policy
@@ -55,6 +56,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     evaluator = Evaluator(cfg)  # builds the default model once (cached) before Ray starts
     cfg = _with_model_path(cfg, evaluator.model_path)
     connect(cfg)
+    # feedback.autostart: a gateway (and simulated raters) for this run; reward.url points at it
+    feedback = start_feedback(cfg)
+    cfg = feedback.cfg
     learner = LearnerActor.options(**learner_options(cfg)).remote(cfg)
     endpoints = ray.get(learner.start.remote(), timeout=600)
     pool = RolloutPool(cfg, learner, endpoints)
@@ -102,6 +106,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
         train_seconds = time.perf_counter() - t_train
         worker_stats = pool.shutdown()
         ray.get(learner.stop.remote(), timeout=60)
+        feedback_stats = feedback.stop()
     checkpoint = out / "checkpoint"
     meta = {"steps": len(steps), "config": to_dict(cfg)}
     ray.get(learner.save.remote(str(checkpoint), meta, target_version, target_weights), timeout=300)
@@ -112,6 +117,8 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     plot_reward_curve(steps, evals, out / "reward_curve.png")
     summary = _summary(cfg, steps, evals, worker_stats, time.perf_counter() - t_start, train_seconds, checkpoint)
     summary["error"] = error
+    if feedback_stats:
+        summary["feedback"] = feedback_stats
     write_json(out / "summary.json", summary)
     if error:
         raise RewardLoopError(f"training stopped early: {error} (see {out}/metrics.jsonl)")
@@ -172,6 +179,8 @@ def _summary(cfg, steps, evals, worker_stats, seconds, train_seconds, checkpoint
         "num_workers": cfg.rollout.num_workers,
         "base_model": cfg.model.name_or_path,
         "final_model": str(checkpoint),
+        "rate_mean_start": start["mean"],
+        "rate_mean_end": end["mean"],
         "readers": {
             key: {"like_rate_start": start["by_key"][key], "like_rate_end": end["by_key"].get(key)}
             for key in start["by_key"]

@@ -28,7 +28,27 @@ def _reader_name(prompt) -> str:
 
 
 def reward_source(cfg: RunConfig, seed: int):
-    """The configured reward source (feedback.factory knows every kind)."""
+    """The configured reward source (feedback.factory knows every kind); `persona` is the task's
+    own simulated audience: news-feed readers, or help-desk users answering at once."""
     from rewardloop.feedback.factory import make_reward_source
 
-    return make_reward_source(cfg, seed=seed)
+    factory = None
+    if cfg.task == "helpdesk":
+        from rewardloop.feedback.helpdesk_users import HelpdeskUserReward
+
+        factory = HelpdeskUserReward
+    return make_reward_source(cfg, seed=seed, persona_factory=factory)
+
+
+def eval_reward_source(cfg: RunConfig, seed: int):
+    """What held-out evaluation scores with, whatever trains the policy: the task's simulated
+    audience, noise-free (`expected()`), so runs with any reward kind compare on one footing."""
+    if cfg.task == "helpdesk":
+        from rewardloop.feedback.helpdesk_users import HelpdeskUserReward
+
+        return HelpdeskUserReward(cfg.reward, seed=seed)
+    if cfg.task == "newsfeed":
+        from rewardloop.feedback.personas import PersonaReward
+
+        return PersonaReward(cfg.reward, seed=seed)
+    raise ConfigError(f"task: unknown task {cfg.task!r}")

@@ -7,7 +7,8 @@
     rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
     loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
     skip the step if the loss or the gradient norm is not finite (counted, with the reason)
-    clip the gradient norm, Adam step, schedule step, version += 1
+    clip the gradient norm, Adam step          # ppo: repeated for learner.ppo_epochs passes
+    schedule step, version += 1
 """
 
 from __future__ import annotations
@@ -73,10 +74,45 @@ class Trainer:
         return adv.whiten(adv.reinforce_baseline(batch.rewards, self.baseline))
 
     def step(self, groups: list[list[Trajectory]]) -> dict[str, float]:
-        """Train on the groups; returns per-step metrics. Advances `version` unless skipped."""
+        """Train on the groups; returns per-step metrics. Advances `version` unless skipped.
+
+        `ppo` makes `learner.ppo_epochs` passes over the batch (each an Adam step, the ratio always
+        against the behavior log-probs, so the clip bounds the whole step); the metrics are the
+        first pass's (the behavior/learner mismatch as it arrived), plus the last pass's clip
+        fraction. A non-finite pass ends the step; the step counts as skipped if no pass updated.
+        """
         t0 = time.perf_counter()
         batch = collate(groups, self.pad_id).to(self.device)
         advantages = self.advantages(batch).to(self.device)
+        epochs = self.cfg.ppo_epochs if self.cfg.algorithm == "ppo" else 1
+        updates, skip, optimizer_s = 0, "", 0.0
+        for epoch in range(epochs):
+            last, skip, seconds = self._update(batch, advantages)
+            if epoch == 0:
+                metrics = last
+            optimizer_s += seconds
+            if skip:
+                break
+            updates += 1
+        if epochs > 1:
+            metrics.update(ppo_epochs_done=float(updates), clip_frac_last=last.get("clip_frac", 0.0))
+        if updates:
+            self.scheduler.step()
+            self.version += 1
+        else:
+            self.steps_skipped += 1
+            self.last_skip_reason = skip
+        metrics.update(
+            lr=self.optimizer.param_groups[0]["lr"],
+            skipped=float(not updates),
+            forward_backward_s=time.perf_counter() - t0 - optimizer_s,
+            optimizer_s=optimizer_s,
+            version=float(self.version),
+        )
+        return metrics
+
+    def _update(self, batch: TrainBatch, advantages: torch.Tensor) -> tuple[dict, str, float]:
+        """One forward/backward/Adam pass; returns (metrics, skip reason or "", optimizer seconds)."""
         logits = completion_logits(self.model, batch, self.temperature)
         logprobs = token_logprobs(logits, batch)
         metrics = self._policy_loss(logprobs, batch, advantages)
@@ -109,20 +145,9 @@ class Trainer:
         t1 = time.perf_counter()
         if skip:
             self.optimizer.zero_grad(set_to_none=True)
-            self.steps_skipped += 1
-            self.last_skip_reason = skip
         else:
             self.optimizer.step()
-            self.scheduler.step()
-            self.version += 1
-        metrics.update(
-            lr=self.optimizer.param_groups[0]["lr"],
-            skipped=float(bool(skip)),
-            forward_backward_s=t1 - t0,
-            optimizer_s=time.perf_counter() - t1,
-            version=float(self.version),
-        )
-        return metrics
+        return metrics, skip, time.perf_counter() - t1
 
     def _policy_loss(self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor) -> dict:
         cfg = self.cfg

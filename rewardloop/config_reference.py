@@ -25,7 +25,8 @@ def field_docs() -> dict[tuple[str, str], str]:
         for stmt, nxt in zip(body, body[1:] + [None], strict=True):
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
                 is_doc = isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant)
-                docs[(node.name, stmt.target.id)] = nxt.value.value if is_doc else ""
+                doc = nxt.value.value if is_doc else ""
+                docs[(node.name, stmt.target.id)] = " ".join(doc.split())  # one table row each
     return docs
 
 

@@ -151,7 +151,9 @@ def check_lexicons() -> list[str]:
             clashes += [f"{w} ({a}, {b})" for w in sorted(STEP_WORDS[a] & STEP_WORDS[b])]
     for i, a in enumerate(cats):
         for b in cats[i + 1 :]:
-            clashes += [f"{w} (question {a}, {b})" for w in QUESTION_KEYWORDS[a] & QUESTION_KEYWORDS[b]]
+            clashes += [
+                f"{w} (question {a}, {b})" for w in QUESTION_KEYWORDS[a] & QUESTION_KEYWORDS[b]
+            ]
     return clashes
 
 

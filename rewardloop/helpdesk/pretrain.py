@@ -49,6 +49,9 @@ def sample_report(
 ) -> dict:
     """Helpful rate per category and how answers read (kinds) on held-out prompts."""
     prompts = prompts if prompts is not None else eval_prompts()
+    texts = [p.text for p in prompts]
+    longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    max_new_tokens = min(max_new_tokens, N_POSITIONS - longest)  # tiny vocabularies: long prompts
     report: dict = {"helpful_rate": {}, "samples": {}}
     kinds: Counter[str] = Counter()
     for k, category in enumerate(CATEGORIES):

@@ -28,6 +28,7 @@ def build_tokenizer(
 def opening_words() -> list[str]:
     """The first word of every step, opener and generic sentence, e.g. "Restart", "Sorry"."""
     phrases = [s for steps in STEPS.values() for s in steps] + list(OPENERS) + list(GENERIC)
-    return sorted({p.split(" ")[0].capitalize() for p in phrases if p} | {
-        p.split(" ")[0] for steps in STEPS.values() for p in steps
-    })
+    return sorted(
+        {p.split(" ")[0].capitalize() for p in phrases if p}
+        | {p.split(" ")[0] for steps in STEPS.values() for p in steps}
+    )

@@ -92,10 +92,12 @@ def pretrain(
     n_examples: int = 40000,
     log: Callable[[str], None] = lambda _msg: None,
     examples: list[tuple[list[int], list[int]]] | None = None,
+    threads: int = 0,
 ) -> dict:
     """Train for `seconds` of wall-clock time on all cores; returns {steps, final_loss, ...}.
 
     `examples` are (prompt ids, completion ids + eos) pairs; default: `n_examples` headlines.
+    `threads`: torch threads (0 = one per core).
     """
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -103,7 +105,7 @@ def pretrain(
         examples = encode_examples(tokenizer, n_examples, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     old_threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     model.train()
     start = time.perf_counter()
     step, losses, next_log = 0, [], 5.0
