@@ -28,6 +28,13 @@ def model_cache() -> str:
 def ray_local():
     """One real local Ray for the session: 2 CPUs, no dashboard."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    for attempt in range(2):  # a busy machine can make the GCS miss its start-up deadline once
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            break
+        except RuntimeError:
+            ray.shutdown()
+            if attempt:
+                raise
     yield ray
     ray.shutdown()
