@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import ray
+import torch
 from tqdm import tqdm
 
 from rewardloop.config import RunConfig, to_dict
@@ -54,6 +55,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     evaluator = Evaluator(cfg)  # builds the default model once (cached) before Ray starts
+    # The driver's evaluations share the CPUs with the actors: more than one OpenMP thread here
+    # spins against them (measured: many times slower steps on 2 cores).
+    torch.set_num_threads(1)
     cfg = _with_model_path(cfg, evaluator.model_path)
     connect(cfg)
     # feedback.autostart: a gateway (and simulated raters) for this run; reward.url points at it
