@@ -121,6 +121,7 @@ def run_service(k: int, steps: int, overrides: list, workers: common.Workers) ->
     service.done.wait(timeout=60 + steps * 30)
     stop_file.touch()
     worker_stats = [workers.result(i) for i in range(k)]
+    status = service.status()  # buffer and credit ledger as the loop ended (says why it starved)
     service.stop()
     watcher.join(timeout=5)
     shutil.rmtree(stop_file.parent, ignore_errors=True)
@@ -129,7 +130,12 @@ def run_service(k: int, steps: int, overrides: list, workers: common.Workers) ->
     prev = 0.0
     for m, snap in zip(metrics, snapshots, strict=False):
         m["ingest_s"], prev = snap - prev, snap
-    return {"metrics": metrics, "error": service.error, "workers": worker_stats}
+    return {
+        "metrics": metrics,
+        "error": service.error,
+        "workers": worker_stats,
+        "status": status if service.error else {},
+    }
 
 
 def ray_train(k: int, steps: int, overrides: list) -> dict:
@@ -218,6 +224,8 @@ def main(argv: list[str]) -> dict:
                     run = workers.call(0, ray_train, k, args.steps, args.overrides)
             figures = steady(run["metrics"], args.skip)
             figures["error"] = run["error"]
+            if run.get("status"):
+                figures["status_at_error"] = run["status"]
             results[mode][str(k)] = figures
             if figures.get("wait_fraction") is None:
                 continue

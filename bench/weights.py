@@ -64,14 +64,23 @@ def worker_grpc(address: str, have_version: int, decode: bool) -> dict:
     from rewardloop.actors.weight_client import WeightClient
     from rewardloop.wire import state_dict_from_bytes
 
+    t_start = time.monotonic()
     torch.set_num_threads(1)
     client = _CLIENTS.get(address) or _CLIENTS.setdefault(address, WeightClient(address, 120.0))
     got = client.poll_bytes(have_version)
     if got is None:
         raise RuntimeError(f"weights bench: no version newer than {have_version}")
+    t_got = time.monotonic()
     if decode:
         state_dict_from_bytes(got[1])
-    return {"t_end": time.monotonic(), "bytes": len(got[1]), "version": got[0]}
+    t_end = time.monotonic()
+    return {
+        "t_start": t_start,
+        "t_got": t_got,
+        "t_end": t_end,
+        "bytes": len(got[1]),
+        "version": got[0],
+    }
 
 
 def worker_tcp(port: int) -> dict:
@@ -118,8 +127,15 @@ def deliver_grpc(workers, server, state, payload, version: int, k: int, full: bo
 
     t0 = time.monotonic()
     server.publish(version, state_dict_to_bytes(state) if full else payload)
+    t_published = time.monotonic()
     ends = workers.map(k, worker_grpc, [(server.address, version - 1, full)] * k)
-    return max(e["t_end"] for e in ends) - t0
+    phases = {  # where one delivery went: learner side, hand-off, transfer, decode
+        "publish_s": t_published - t0,
+        "to_worker_s": max(e["t_start"] for e in ends) - t_published,
+        "poll_bytes_s": max(e["t_got"] - e["t_start"] for e in ends),
+        "decode_s": max(e["t_end"] - e["t_got"] for e in ends),
+    }
+    return max(e["t_end"] for e in ends) - t0, phases
 
 
 def deliver_tcp(workers, port: int, k: int) -> float:
@@ -202,20 +218,26 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
             times: dict[str, list[float]] = {"tcp": [], "grpc": [], "grpc_transfer": []}
             if use_ray:
                 times["object_store"] = []
+            phases: list[dict] = []
             for r in range(repeats + 1):  # the first round warms channels and imports up
                 got = {"tcp": deliver_tcp(workers, tcp.port, k)}
                 version += 1
-                got["grpc"] = deliver_grpc(workers, server, state, payload, version, k, full=True)
+                got["grpc"], ph = deliver_grpc(workers, server, state, payload, version, k, True)
                 version += 1
-                got["grpc_transfer"] = deliver_grpc(
+                got["grpc_transfer"], _ = deliver_grpc(
                     workers, server, state, payload, version, k, full=False
                 )
+                if r:
+                    phases.append(ph)
                 if use_ray:
                     got["object_store"] = deliver_object_store(publisher, fetchers, version, k)
                 if r:
                     for name, v in got.items():
                         times[name].append(v)
             out["by_workers"][str(k)] = {name: common.spread(v) for name, v in times.items()}
+            out["by_workers"][str(k)]["grpc_phases_median_s"] = {
+                key: round(common.median(p[key] for p in phases), 5) for key in phases[0]
+            }
             common.log(
                 f"  {k} worker(s): "
                 + ", ".join(f"{n} {common.median(v) * 1e3:.1f} ms" for n, v in times.items())
@@ -232,7 +254,10 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
 
 
 def comparisons_for(size: str, m: dict, counts: list[int], use_ray: bool) -> list[dict]:
-    med = {k: {n: v["median"] for n, v in d.items()} for k, d in m["by_workers"].items()}
+    med = {
+        k: {n: v["median"] for n, v in d.items() if "median" in v}
+        for k, d in m["by_workers"].items()
+    }
     mb = m["bytes"] / 1e6
     out = []
     for k in counts:
@@ -282,6 +307,7 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--workers", default="1,2,4", help="comma list of worker counts")
     p.add_argument("--no-ray", action="store_true", help="skip the object-store transport")
     args = p.parse_args(argv)
+    torch.set_num_threads(1)  # as the learner (learner.torch_threads); see README: threads
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     counts = sorted({int(c) for c in args.workers.split(",")})
     use_ray = not args.no_ray
