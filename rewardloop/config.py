@@ -42,8 +42,11 @@ class ModelConfig(_Section):
     """`default`: the task's tiny model, built once and cached; else a local HF dir or id."""
     cache_dir: str = "~/.cache/rewardloop"
     """Where built default models and tokenizers are cached."""
-    pretrain_seconds: float = 60.0
-    """CPU seconds spent pre-training the default model when it is first built."""
+    pretrain_seconds: float = 240.0
+    """Cap on the wall-clock seconds of the default model's pre-training."""
+    pretrain_steps: int = 800
+    """Pre-training steps of the default model (about a minute on 2 idle cores; 0 = as many as
+    pretrain_seconds allows). Fixed steps build the same model on a busy machine as on an idle one."""
     n_layer: int = 2
     """Layers of the default GPT-2-shaped model."""
     n_embd: int = 128
@@ -56,6 +59,7 @@ class ModelConfig(_Section):
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")
         _require(self.pretrain_seconds > 0, self.key("pretrain_seconds"), "must be > 0")
+        _require(self.pretrain_steps >= 0, self.key("pretrain_steps"), "must be >= 0 (0 = time-bound)")
         _require(self.n_layer >= 1, self.key("n_layer"), "must be >= 1")
         _require(self.n_embd >= 8 and self.n_embd % 4 == 0, self.key("n_embd"), "must be a multiple of 4, >= 8")
         _require(self.vocab_size >= 300, self.key("vocab_size"), "must be >= 300 (bytes + merges)")

@@ -48,6 +48,7 @@ def build_key(cfg: ModelConfig, seed: int) -> dict:
         "n_layer": cfg.n_layer,
         "n_embd": cfg.n_embd,
         "pretrain_seconds": float(cfg.pretrain_seconds),
+        "pretrain_steps": cfg.pretrain_steps,
         "seed": seed,
     }
 
@@ -123,7 +124,7 @@ def build_default_model(
     start = time.perf_counter()
     out_dir = Path(out_dir)
     _log(
-        f"building the default news-feed model in {out_dir} ({cfg.pretrain_seconds:.0f}s pretrain)"
+        f"building the default news-feed model in {out_dir} ({cfg.pretrain_steps} steps, at most {cfg.pretrain_seconds:.0f}s)"
     )
     tokenizer = build_tokenizer(cfg.vocab_size, seed)
     tokenizer.save_pretrained(out_dir)
@@ -132,7 +133,8 @@ def build_default_model(
     _log(f"tokenizer: {len(tokenizer)} tokens; model: {n_params / 1e6:.2f}M parameters")
     n_examples = int(min(40000, max(2000, 1000 * cfg.pretrain_seconds)))  # small budgets start fast
     stats = pretrain(
-        model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log
+        model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log,
+        steps=cfg.pretrain_steps,
     )
     report = sample_report(model, tokenizer, per_reader=per_reader, seed=seed)
     model.save_pretrained(out_dir)

@@ -93,8 +93,11 @@ def pretrain(
     log: Callable[[str], None] = lambda _msg: None,
     examples: list[tuple[list[int], list[int]]] | None = None,
     threads: int = 0,
+    steps: int = 0,
 ) -> dict:
-    """Train for `seconds` of wall-clock time on all cores; returns {steps, final_loss, ...}.
+    """Train for `steps` optimizer steps (0 = until `seconds` run out; `seconds` always caps the
+    time) on all cores; returns {steps, final_loss, ...}. Fixed steps give the same model on a
+    busy machine as on an idle one.
 
     `examples` are (prompt ids, completion ids + eos) pairs; default: `n_examples` headlines.
     `threads`: torch threads (0 = one per core).
@@ -110,8 +113,8 @@ def pretrain(
     start = time.perf_counter()
     step, losses, next_log = 0, [], 5.0
     try:
-        while (elapsed := time.perf_counter() - start) < seconds:
-            frac = elapsed / seconds
+        while (elapsed := time.perf_counter() - start) < seconds and (not steps or step < steps):
+            frac = step / steps if steps else elapsed / seconds
             scale = min(1.0, (step + 1) / warmup_steps) * (
                 0.1 + 0.45 * (1 + math.cos(math.pi * frac))
             )
