@@ -1,13 +1,13 @@
 """The rollout loop of one worker, in plain Python (cluster/ wraps it in a Ray actor).
 
-    repeat:
-        swap to the newest weights if there are any (between generations only)
-        if this version already fed max_staleness + 1 generations: wait for a newer one
-        if max_pending_groups groups still await delayed rewards: wait for ratings
-        wait until the learner has credits (room) for the next batch, then swap weights again
-        sample prompts; generate G completions each, with behavior log-probs and the version
-        score them with the reward source (delayed sources answer later via poll())
-        send complete groups to the learner within credits
+repeat:
+    swap to the newest weights if there are any (between generations only)
+    if this version already fed max_staleness + 1 generations: wait for a newer one
+    if max_pending_groups groups still await delayed rewards: wait for ratings
+    wait until the learner has credits (room) for the next batch, then swap weights again
+    sample prompts; generate G completions each, with behavior log-probs and the version
+    score them with the reward source (delayed sources answer later via poll())
+    send complete groups to the learner within credits
 """
 
 from __future__ import annotations
@@ -66,10 +66,22 @@ class RolloutWorker:
         self.version = 0
         self.generations_on_version = 0
         self.pending: dict[str, _PendingGroup] = {}
-        self.counters = {"generations": 0, "trajectories": 0, "tokens": 0, "sent": 0, "accepted": 0,
-                         "duplicate": 0, "rejected": 0, "weight_swaps": 0, "waited_for_version_s": 0.0,
-                         "generate_s": 0.0, "reward_s": 0.0, "send_s": 0.0, "waited_for_ratings_s": 0.0,
-                         "waited_for_credits_s": 0.0}
+        self.counters = {
+            "generations": 0,
+            "trajectories": 0,
+            "tokens": 0,
+            "sent": 0,
+            "accepted": 0,
+            "duplicate": 0,
+            "rejected": 0,
+            "weight_swaps": 0,
+            "waited_for_version_s": 0.0,
+            "generate_s": 0.0,
+            "reward_s": 0.0,
+            "send_s": 0.0,
+            "waited_for_ratings_s": 0.0,
+            "waited_for_credits_s": 0.0,
+        }
 
     # -- weights -------------------------------------------------------------------------
     def maybe_swap_weights(self) -> bool:
@@ -94,7 +106,11 @@ class RolloutWorker:
         t0 = time.monotonic()
         while not self.maybe_swap_weights():
             if time.monotonic() - t0 > timeout_s:
-                log.warning("worker %s: no new weights after %.0fs; generating anyway", self.worker_id, timeout_s)
+                log.warning(
+                    "worker %s: no new weights after %.0fs; generating anyway",
+                    self.worker_id,
+                    timeout_s,
+                )
                 break
             self._idle()
         self.counters["waited_for_version_s"] += time.monotonic() - t0
@@ -107,7 +123,12 @@ class RolloutWorker:
         t0 = time.monotonic()
         while limit and len(self.pending) >= limit and not stop.is_set():
             if time.monotonic() - t0 > timeout_s:
-                log.warning("worker %s: %d groups still await rewards after %.0fs", self.worker_id, len(self.pending), timeout_s)
+                log.warning(
+                    "worker %s: %d groups still await rewards after %.0fs",
+                    self.worker_id,
+                    len(self.pending),
+                    timeout_s,
+                )
                 break
             self._idle()
         self.counters["waited_for_ratings_s"] += time.monotonic() - t0
@@ -141,12 +162,19 @@ class RolloutWorker:
         """Sample one batch of groups; returns trajectories (reward filled in when known)."""
         rc = self.cfg.rollout
         prompts = self.prompts.sample(rc.prompts_per_generation, self.rng)
-        prompt_ids = [self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids = [
+            self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts
+        ]
         t0 = time.perf_counter()
         samples = sample_completions(
-            self.model, prompt_ids, rc.group_size, rc.max_new_tokens,
-            eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
-            temperature=rc.temperature, generator=self.generator,
+            self.model,
+            prompt_ids,
+            rc.group_size,
+            rc.max_new_tokens,
+            eos_id=self.tokenizer.eos_token_id,
+            pad_id=self.tokenizer.pad_token_id,
+            temperature=rc.temperature,
+            generator=self.generator,
         )
         t1 = time.perf_counter()
         group_ids = [uuid.uuid4().hex for _ in prompts]
@@ -197,8 +225,14 @@ class RolloutWorker:
                     group.members.remove(t)
                 else:
                     t.reward = float(score.reward)
-                    t.reward_parts = list(score.parts) or [RewardPart(score.source or "reward", t.reward)]
-                    t.feedback_source, t.rater, t.feedback_latency_s = score.source, score.rater, score.latency_s
+                    t.reward_parts = list(score.parts) or [
+                        RewardPart(score.source or "reward", t.reward)
+                    ]
+                    t.feedback_source, t.rater, t.feedback_latency_s = (
+                        score.source,
+                        score.rater,
+                        score.latency_s,
+                    )
                 group.waiting.discard(trajectory_id)
                 return
 
@@ -229,7 +263,9 @@ class RolloutWorker:
         """The loop; returns counters. Transient learner unavailability is retried, not fatal."""
         timeout = self.cfg.rollout.rpc_timeout_s
         self.maybe_swap_weights()
-        while not stop.is_set() and (max_generations is None or self.counters["generations"] < max_generations):
+        while not stop.is_set() and (
+            max_generations is None or self.counters["generations"] < max_generations
+        ):
             self.maybe_swap_weights()
             self.wait_for_fresh_weights(timeout)
             if stop.is_set():

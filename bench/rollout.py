@@ -64,14 +64,16 @@ def _setup(seed: int, address: str = "", overrides: tuple = ()) -> dict:
     )
     rc = cfg.rollout
     texts = [p.text for p in prompts.train[: rc.prompts_per_generation]]
-    rows = [tok(t)["input_ids"] for t in texts for _ in range(rc.group_size)]
+    rows = [
+        tok(t, add_special_tokens=False)["input_ids"] for t in texts for _ in range(rc.group_size)
+    ]
     ids, mask = left_pad(rows, tok.pad_token_id)
     _STATE.update(
         worker=worker,
         rc=rc,
         ids=ids,
         mask=mask,
-        prompt_ids=[tok(t)["input_ids"] for t in texts],
+        prompt_ids=[tok(t, add_special_tokens=False)["input_ids"] for t in texts],
         gen=torch.Generator().manual_seed(seed),
     )
     torch.manual_seed(seed)

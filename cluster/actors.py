@@ -58,7 +58,9 @@ class LearnerActor:
         ref = ray.put(state)
         with self._lock:
             self._latest = (version, [ref])  # wrapped in a list so Ray hands back the ref itself
-            self._recent[version] = ref  # a few recent versions, so the driver can save one it evaluated
+            self._recent[version] = (
+                ref  # a few recent versions, so the driver can save one it evaluated
+            )
             for old in sorted(self._recent)[:-RECENT_VERSIONS]:
                 del self._recent[old]
 
@@ -66,7 +68,9 @@ class LearnerActor:
         address = self.service.start()
         return {
             "ingest": _advertised(address),
-            "weights": _advertised(self.service.weight_address) if self.service.weight_address else "",
+            "weights": _advertised(self.service.weight_address)
+            if self.service.weight_address
+            else "",
             "device": self.device,
             "model_path": self.model_path,
         }
@@ -86,14 +90,18 @@ class LearnerActor:
     def metrics_since(self, index: int) -> list[dict]:
         return self.service.metrics[index:]
 
-    def save(self, path: str, meta: dict, version: int | None = None, weights: dict | None = None) -> str:
+    def save(
+        self, path: str, meta: dict, version: int | None = None, weights: dict | None = None
+    ) -> str:
         """Checkpoint the current weights, or those of `version` (one the driver evaluated): given
         as `weights`, else looked up among the recent versions."""
         if weights is None:
             with self._lock:
                 ref = self._recent.get(version) if version is not None else None
             weights = ray.get(ref) if ref is not None else None
-        return self.service.save(path, meta, weights=weights, version=version if weights is not None else None)
+        return self.service.save(
+            path, meta, weights=weights, version=version if weights is not None else None
+        )
 
     def stop(self) -> None:
         self.service.stop()
@@ -113,7 +121,12 @@ class RolloutActor:
         self._learner = learner
         self._stop = threading.Event()
         timeout = cfg.rollout.rpc_timeout_s
-        self.client = TrajectoryClient(endpoints["ingest"], worker_id, timeout_s=timeout, batch_size=cfg.rollout.send_batch_size)
+        self.client = TrajectoryClient(
+            endpoints["ingest"],
+            worker_id,
+            timeout_s=timeout,
+            batch_size=cfg.rollout.send_batch_size,
+        )
         if cfg.rollout.weight_sync == "grpc":
             from rewardloop.actors.weight_client import WeightClient
 
@@ -121,8 +134,15 @@ class RolloutActor:
         else:
             weights = self._object_store_weights
         self.worker = RolloutWorker(
-            worker_id, cfg, model, tokenizer, tasks.prompt_source(cfg), tasks.reward_source(cfg, seed),
-            self.client, weights=weights, seed=seed,
+            worker_id,
+            cfg,
+            model,
+            tokenizer,
+            tasks.prompt_source(cfg),
+            tasks.reward_source(cfg, seed),
+            self.client,
+            weights=weights,
+            seed=seed,
         )
         self._timeout = timeout
 

@@ -39,10 +39,14 @@ class Evaluator:
         from rewardloop.feedback.evaluation import evaluate_policy
 
         return evaluate_policy(
-            model or self.model, self.tokenizer, self.prompts, self.reward,
+            model or self.model,
+            self.tokenizer,
+            self.prompts,
+            self.reward,
             samples_per_prompt=self.cfg.eval.samples_per_prompt,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
-            temperature=self.cfg.rollout.temperature, seed=self.cfg.seed + 7,
+            temperature=self.cfg.rollout.temperature,
+            seed=self.cfg.seed + 7,
         )
 
     def load(self, state: dict) -> None:
@@ -74,7 +78,13 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     metrics_log = MetricsLog(out / "metrics.jsonl")
     metrics_log.write({"event": "eval", **evals[0]})
     steps: list[dict] = []
-    bar = tqdm(total=cfg.learner.max_steps, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.learner.max_steps,
+        desc="train",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     error = ""
     target_version = None  # the evaluated version that reached eval.target: the one to keep
     target_weights = None
@@ -91,7 +101,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
                 evals.append(_evaluate_latest(evaluator, learner, len(steps)))
                 metrics_log.write({"event": "eval", **evals[-1]})
                 if cfg.eval.target and min(evals[-1]["by_key"].values()) >= cfg.eval.target:
-                    log.info("every key reached eval.target=%.2f at step %d", cfg.eval.target, len(steps))
+                    log.info(
+                        "every key reached eval.target=%.2f at step %d", cfg.eval.target, len(steps)
+                    )
                     target_version = evals[-1]["version"]
                     # the learner trains on while we evaluate and stop: keep these exact weights
                     target_weights = {k: v.clone() for k, v in evaluator.model.state_dict().items()}
@@ -119,7 +131,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     metrics_log.write({"event": "eval", **final})
     metrics_log.close()
     plot_reward_curve(steps, evals, out / "reward_curve.png")
-    summary = _summary(cfg, steps, evals, worker_stats, time.perf_counter() - t_start, train_seconds, checkpoint)
+    summary = _summary(
+        cfg, steps, evals, worker_stats, time.perf_counter() - t_start, train_seconds, checkpoint
+    )
     summary["error"] = error
     if feedback_stats:
         summary["feedback"] = feedback_stats
@@ -137,7 +151,11 @@ def _with_model_path(cfg: RunConfig, path: str) -> RunConfig:
 
 def _due_for_eval(cfg: RunConfig, steps: list[dict], evals: list[dict]) -> bool:
     every = cfg.eval.every_steps
-    return bool(every) and len(steps) - evals[-1]["step"] >= every and len(steps) < cfg.learner.max_steps
+    return (
+        bool(every)
+        and len(steps) - evals[-1]["step"] >= every
+        and len(steps) < cfg.learner.max_steps
+    )
 
 
 def _evaluate_latest(evaluator: Evaluator, learner, step: int) -> dict:

@@ -20,8 +20,13 @@ def connect(cfg: RunConfig) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     needed = 1 + cfg.rollout.num_workers
     num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, needed)
-    ray.init(num_cpus=max(num_cpus, needed), include_dashboard=False, log_to_driver=True,
-             configure_logging=True, logging_level="WARNING")
+    ray.init(
+        num_cpus=max(num_cpus, needed),
+        include_dashboard=False,
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
 
 
 def learner_gpus(cfg: RunConfig) -> float:

@@ -62,7 +62,9 @@ def collate(groups: list[list[Trajectory]], pad_id: int) -> TrainBatch:
     )
 
 
-def completion_logits(model: torch.nn.Module, batch: TrainBatch, temperature: float = 1.0) -> torch.Tensor:
+def completion_logits(
+    model: torch.nn.Module, batch: TrainBatch, temperature: float = 1.0
+) -> torch.Tensor:
     """Logits [B, T, V] that predict each completion token (temperature applied, float32)."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     index = batch.completion_index[:, :, None].expand(-1, -1, logits.shape[-1])
@@ -71,5 +73,7 @@ def completion_logits(model: torch.nn.Module, batch: TrainBatch, temperature: fl
 
 def token_logprobs(logits: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
     """log p(completion token) [B, T]; padded positions are 0."""
-    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, batch.completion_ids[:, :, None]).squeeze(-1)
+    logprobs = (
+        torch.log_softmax(logits, dim=-1).gather(-1, batch.completion_ids[:, :, None]).squeeze(-1)
+    )
     return logprobs * batch.mask

@@ -23,7 +23,9 @@ def lr_factor(step: int, kind: str, warmup_steps: int, total_steps: int) -> floa
     raise ValueError(f"learner.lr_schedule: unknown schedule {kind!r}")
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, total_steps: int):
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int, total_steps: int
+):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, kind, warmup_steps, total_steps)
     )

@@ -29,19 +29,33 @@ Publish = Callable[[int, dict[str, torch.Tensor]], None]
 
 
 class LearnerService:
-    def __init__(self, cfg: RunConfig, model, tokenizer, publish: Publish | None = None, device: str = "cpu"):
+    def __init__(
+        self, cfg: RunConfig, model, tokenizer, publish: Publish | None = None, device: str = "cpu"
+    ):
         lc = cfg.learner
         self.cfg = cfg
         self.tokenizer = tokenizer
-        self.trainer = Trainer(model, lc, pad_id=tokenizer.pad_token_id, temperature=cfg.rollout.temperature, device=device)
+        self.trainer = Trainer(
+            model,
+            lc,
+            pad_id=tokenizer.pad_token_id,
+            temperature=cfg.rollout.temperature,
+            device=device,
+        )
         capacity = buffer_capacity(cfg)
         self.buffer = TrajectoryBuffer(capacity=capacity, max_staleness=lc.max_staleness)
         vocab = model.get_input_embeddings().num_embeddings
         self.ingest = IngestServer(
-            self.buffer, version_fn=lambda: self.trainer.version, port=lc.port, host=lc.host,
-            vocab_size=vocab, capacity=capacity,
+            self.buffer,
+            version_fn=lambda: self.trainer.version,
+            port=lc.port,
+            host=lc.host,
+            vocab_size=vocab,
+            capacity=capacity,
         )
-        self.weight_server = WeightServer(port=0, host=lc.host) if cfg.rollout.weight_sync == "grpc" else None
+        self.weight_server = (
+            WeightServer(port=0, host=lc.host) if cfg.rollout.weight_sync == "grpc" else None
+        )
         self._publish = publish
         self.metrics: list[dict] = []
         self.error = ""
@@ -134,7 +148,9 @@ class LearnerService:
         self.metrics.append(metrics)
 
     def start_training(self, max_steps: int | None = None) -> None:
-        self._thread = threading.Thread(target=self.train, args=(max_steps,), name="learner", daemon=True)
+        self._thread = threading.Thread(
+            target=self.train, args=(max_steps,), name="learner", daemon=True
+        )
         self._thread.start()
 
     def status(self) -> dict:
@@ -147,7 +163,13 @@ class LearnerService:
             "ingest": self.ingest.stats(),
         }
 
-    def save(self, path: str, meta: dict | None = None, weights: dict | None = None, version: int | None = None) -> str:
+    def save(
+        self,
+        path: str,
+        meta: dict | None = None,
+        weights: dict | None = None,
+        version: int | None = None,
+    ) -> str:
         """Save a HF checkpoint; with `weights`, those (of `version`) instead of the current ones.
 
         Call it after training stopped: loading `weights` replaces the trainer's parameters.
@@ -155,7 +177,11 @@ class LearnerService:
         model = self.trainer.model
         if weights is not None:
             model.load_state_dict(weights)
-        meta = {"version": self.version if version is None else version, "learner_version": self.version, **(meta or {})}
+        meta = {
+            "version": self.version if version is None else version,
+            "learner_version": self.version,
+            **(meta or {}),
+        }
         save_checkpoint(path, model, self.tokenizer, self.trainer.trainer_state(), meta)
         return str(path)
 

@@ -1,14 +1,14 @@
 """The policy update: one optimizer step on a list of complete groups.
 
-    batch      <- collate(groups)
-    logits     <- policy(prompt + completion)               # learner recomputes log-probs
-    A          <- advantages(rewards, groups)               # grpo | rloo | reinforce | ppo
-    grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)
-    rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
-    loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
-    skip the step if the loss or the gradient norm is not finite (counted, with the reason)
-    clip the gradient norm, Adam step          # ppo: repeated for learner.ppo_epochs passes
-    schedule step, version += 1
+batch      <- collate(groups)
+logits     <- policy(prompt + completion)               # learner recomputes log-probs
+A          <- advantages(rewards, groups)               # grpo | rloo | reinforce | ppo
+grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)
+rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
+loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
+skip the step if the loss or the gradient norm is not finite (counted, with the reason)
+clip the gradient norm, Adam step          # ppo: repeated for learner.ppo_epochs passes
+schedule step, version += 1
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ class Trainer:
         # eval(): dropout off, so learner log-probs match the workers' behavior log-probs exactly.
         self.model = model.to(self.device).eval()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
-        self.scheduler = make_scheduler(self.optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps)
+        self.scheduler = make_scheduler(
+            self.optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps
+        )
         self.reference = self._frozen_copy(model) if cfg.kl_coef > 0 else None
         self.baseline = adv.RunningMean()
         self.version = start_version
@@ -65,7 +67,9 @@ class Trainer:
     def advantages(self, batch: TrainBatch) -> torch.Tensor:
         algo = self.cfg.algorithm
         if algo == "grpo":
-            return adv.group_relative(batch.rewards, batch.group_index, scale_std=self.cfg.scale_std)
+            return adv.group_relative(
+                batch.rewards, batch.group_index, scale_std=self.cfg.scale_std
+            )
         if algo == "rloo":
             return adv.leave_one_out(batch.rewards, batch.group_index)
         if algo == "reinforce":
@@ -95,7 +99,9 @@ class Trainer:
                 break
             updates += 1
         if epochs > 1:
-            metrics.update(ppo_epochs_done=float(updates), clip_frac_last=last.get("clip_frac", 0.0))
+            metrics.update(
+                ppo_epochs_done=float(updates), clip_frac_last=last.get("clip_frac", 0.0)
+            )
         if updates:
             self.scheduler.step()
             self.version += 1
@@ -119,8 +125,12 @@ class Trainer:
         loss = metrics.pop("_loss")
         if self.reference is not None:
             with torch.no_grad():
-                ref_logprobs = token_logprobs(completion_logits(self.reference, batch, self.temperature), batch)
-            kl = losses.kl_penalty(logprobs, ref_logprobs, batch.mask, self.cfg.kl_estimator, self.cfg.aggregation)
+                ref_logprobs = token_logprobs(
+                    completion_logits(self.reference, batch, self.temperature), batch
+                )
+            kl = losses.kl_penalty(
+                logprobs, ref_logprobs, batch.mask, self.cfg.kl_estimator, self.cfg.aggregation
+            )
             loss = loss + self.cfg.kl_coef * kl
             metrics["kl_ref"] = float(kl.detach())
         if self.cfg.entropy_coef:
@@ -129,7 +139,9 @@ class Trainer:
         else:  # reported only: no graph kept alive until backward
             with torch.no_grad():
                 entropy = losses.entropy_from_logits(logits.detach(), batch.mask)
-        metrics.update(losses.behavior_mismatch(logprobs.detach(), batch.behavior_logprobs, batch.mask))
+        metrics.update(
+            losses.behavior_mismatch(logprobs.detach(), batch.behavior_logprobs, batch.mask)
+        )
         metrics["entropy"] = float(entropy.detach())
         metrics["loss"] = float(loss.detach())
         metrics["completion_len"] = float(batch.mask.sum(1).mean())
@@ -149,12 +161,18 @@ class Trainer:
             self.optimizer.step()
         return metrics, skip, time.perf_counter() - t1
 
-    def _policy_loss(self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor) -> dict:
+    def _policy_loss(
+        self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor
+    ) -> dict:
         cfg = self.cfg
         if cfg.algorithm in CLIP_ALGORITHMS:
             loss, stats = losses.ppo_clip_loss(
-                logprobs, batch.behavior_logprobs, advantages, batch.mask,
-                clip_eps=cfg.clip_eps, aggregation=cfg.aggregation,
+                logprobs,
+                batch.behavior_logprobs,
+                advantages,
+                batch.mask,
+                clip_eps=cfg.clip_eps,
+                aggregation=cfg.aggregation,
             )
         else:
             weights, is_stats = losses.truncated_importance_weights(

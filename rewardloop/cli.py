@@ -1,9 +1,9 @@
 """The `rewardloop` command: the top floor, the only part of rewardloop/ that calls cluster/.
 
-    rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N]
-    rewardloop eval --model DIR [--config FILE] [--set ...]
-    rewardloop feedback serve|forget ...
-    rewardloop bench NAME [--json]
+rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N]
+rewardloop eval --model DIR [--config FILE] [--set ...]
+rewardloop feedback serve|forget ...
+rewardloop bench NAME [--json]
 """
 
 from __future__ import annotations
@@ -20,8 +20,14 @@ from rewardloop.errors import ConfigError, RewardLoopError
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config file (see README: Config reference)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set learner.lr=1e-3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set learner.lr=1e-3 (repeatable)",
+    )
 
 
 def _load(args: argparse.Namespace) -> RunConfig:
@@ -40,8 +46,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     summary = train(cfg, progress=not args.quiet)
     readers = summary["readers"]
     print(f"\nrun directory: {cfg.out}")
-    print(f"steps {summary['steps']}  seconds {summary['seconds']}  trajectories {summary['trajectories']}"
-          f"  ({summary['trajectories_per_s']}/s)  mean lag {summary['policy_lag_mean']:.2f}")
+    print(
+        f"steps {summary['steps']}  seconds {summary['seconds']}  trajectories {summary['trajectories']}"
+        f"  ({summary['trajectories_per_s']}/s)  mean lag {summary['policy_lag_mean']:.2f}"
+    )
     for name, r in readers.items():
         print(f"  {name:>12}: like rate {r['like_rate_start']:.3f} -> {r['like_rate_end']:.3f}")
     return 0
@@ -83,16 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="score a checkpoint on the held-out prompts; prints JSON")
-    ev.add_argument("--model", required=True, help="a Hugging Face model directory (e.g. a run's checkpoint/)")
+    ev.add_argument(
+        "--model", required=True, help="a Hugging Face model directory (e.g. a run's checkpoint/)"
+    )
     _config_args(ev)
     ev.set_defaults(func=cmd_eval)
     fb = sub.add_parser("feedback", help="the feedback gateway")
     fb_sub = fb.add_subparsers(dest="feedback_cmd", required=True)
-    serve = fb_sub.add_parser("serve", help="serve FeedbackService (gRPC + HTTP) and the rating page")
+    serve = fb_sub.add_parser(
+        "serve", help="serve FeedbackService (gRPC + HTTP) and the rating page"
+    )
     _config_args(serve)
     serve.add_argument("--grpc-port", type=int, default=None)
     serve.add_argument("--http-port", type=int, default=None)
-    forget = fb_sub.add_parser("forget", help="delete a rater's ratings and keep them out of training")
+    forget = fb_sub.add_parser(
+        "forget", help="delete a rater's ratings and keep them out of training"
+    )
     forget.add_argument("rater")
     _config_args(forget)
     fb.set_defaults(func=cmd_feedback)

@@ -59,11 +59,19 @@ class ModelConfig(_Section):
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")
         _require(self.pretrain_seconds > 0, self.key("pretrain_seconds"), "must be > 0")
-        _require(self.pretrain_steps >= 0, self.key("pretrain_steps"), "must be >= 0 (0 = time-bound)")
+        _require(
+            self.pretrain_steps >= 0, self.key("pretrain_steps"), "must be >= 0 (0 = time-bound)"
+        )
         _require(self.n_layer >= 1, self.key("n_layer"), "must be >= 1")
-        _require(self.n_embd >= 8 and self.n_embd % 4 == 0, self.key("n_embd"), "must be a multiple of 4, >= 8")
+        _require(
+            self.n_embd >= 8 and self.n_embd % 4 == 0,
+            self.key("n_embd"),
+            "must be a multiple of 4, >= 8",
+        )
         _require(self.vocab_size >= 300, self.key("vocab_size"), "must be >= 300 (bytes + merges)")
-        _require(self.dtype in ("float32", "bfloat16"), self.key("dtype"), "use float32 or bfloat16")
+        _require(
+            self.dtype in ("float32", "bfloat16"), self.key("dtype"), "use float32 or bfloat16"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,14 +101,24 @@ class RolloutConfig(_Section):
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, self.key("num_workers"), "must be >= 1")
         _require(self.group_size >= 2, self.key("group_size"), "must be >= 2 for group baselines")
-        _require(self.prompts_per_generation >= 1, self.key("prompts_per_generation"), "must be >= 1")
+        _require(
+            self.prompts_per_generation >= 1, self.key("prompts_per_generation"), "must be >= 1"
+        )
         _require(self.max_new_tokens >= 1, self.key("max_new_tokens"), "must be >= 1")
         _require(self.temperature > 0, self.key("temperature"), "must be > 0")
         _require(self.send_batch_size >= 1, self.key("send_batch_size"), "must be >= 1")
-        _require(self.weight_sync in ("object_store", "grpc"), self.key("weight_sync"), "use object_store or grpc")
+        _require(
+            self.weight_sync in ("object_store", "grpc"),
+            self.key("weight_sync"),
+            "use object_store or grpc",
+        )
         _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
         _require(self.rpc_timeout_s > 0, self.key("rpc_timeout_s"), "must be > 0")
-        _require(self.max_pending_groups >= 0, self.key("max_pending_groups"), "must be >= 0 (0 = no bound)")
+        _require(
+            self.max_pending_groups >= 0,
+            self.key("max_pending_groups"),
+            "must be >= 0 (0 = no bound)",
+        )
 
 
 @dataclass(frozen=True)
@@ -153,22 +171,42 @@ class LearnerConfig(_Section):
     """torch intra-op threads on the learner (CPU)."""
 
     def __post_init__(self) -> None:
-        _require(self.algorithm in ALGORITHMS, self.key("algorithm"), f"use one of {', '.join(ALGORITHMS)}")
-        _require(0 < self.lr < 1, self.key("lr"), f"must be in (0, 1), got {self.lr}; e.g. --set learner.lr=1e-3")
-        _require(self.lr_schedule in ("constant", "linear", "cosine"), self.key("lr_schedule"), "use constant, linear or cosine")
+        _require(
+            self.algorithm in ALGORITHMS,
+            self.key("algorithm"),
+            f"use one of {', '.join(ALGORITHMS)}",
+        )
+        _require(
+            0 < self.lr < 1,
+            self.key("lr"),
+            f"must be in (0, 1), got {self.lr}; e.g. --set learner.lr=1e-3",
+        )
+        _require(
+            self.lr_schedule in ("constant", "linear", "cosine"),
+            self.key("lr_schedule"),
+            "use constant, linear or cosine",
+        )
         _require(self.warmup_steps >= 0, self.key("warmup_steps"), "must be >= 0")
         _require(self.groups_per_step >= 1, self.key("groups_per_step"), "must be >= 1")
         _require(self.max_steps >= 1, self.key("max_steps"), "must be >= 1")
         _require(self.max_staleness >= 0, self.key("max_staleness"), "must be >= 0")
-        _require(self.buffer_capacity >= 0, self.key("buffer_capacity"), "must be >= 0 (0 = automatic)")
+        _require(
+            self.buffer_capacity >= 0, self.key("buffer_capacity"), "must be >= 0 (0 = automatic)"
+        )
         _require(0 < self.clip_eps < 1, self.key("clip_eps"), "must be in (0, 1)")
         _require(self.ppo_epochs >= 1, self.key("ppo_epochs"), "must be >= 1")
         _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
-        _require(self.aggregation in ("token", "sequence"), self.key("aggregation"), "use token or sequence")
+        _require(
+            self.aggregation in ("token", "sequence"),
+            self.key("aggregation"),
+            "use token or sequence",
+        )
         _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
         _require(self.kl_estimator in ("k1", "k3"), self.key("kl_estimator"), "use k1 or k3")
         _require(self.grad_clip >= 0, self.key("grad_clip"), "must be >= 0 (0 = off)")
-        _require(self.device in ("auto", "cpu", "cuda"), self.key("device"), "use auto, cpu or cuda")
+        _require(
+            self.device in ("auto", "cpu", "cuda"), self.key("device"), "use auto, cpu or cuda"
+        )
         _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
         _require(self.wait_timeout_s > 0, self.key("wait_timeout_s"), "must be > 0")
         _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
@@ -203,15 +241,33 @@ class RewardConfig(_Section):
     """Weighted combination (overrides kind): [{kind: http, weight: 0.7, url: ...}, {kind: human, ...}]."""
 
     def __post_init__(self) -> None:
-        _require(self.kind in REWARD_KINDS, self.key("kind"), f"use one of {', '.join(REWARD_KINDS)}")
-        _require(0 <= self.dislike_prob <= self.like_prob <= 1, self.key("like_prob"), "need 0 <= dislike_prob <= like_prob <= 1")
-        _require(self.kind != "function" or ":" in self.function, self.key("function"), "set it to `module.path:callable`")
-        _require(self.kind not in ("http", "grpc") or bool(self.url), self.key("url"), f"reward.kind={self.kind} needs reward.url")  # human: RunConfig checks (autostart fills it)
+        _require(
+            self.kind in REWARD_KINDS, self.key("kind"), f"use one of {', '.join(REWARD_KINDS)}"
+        )
+        _require(
+            0 <= self.dislike_prob <= self.like_prob <= 1,
+            self.key("like_prob"),
+            "need 0 <= dislike_prob <= like_prob <= 1",
+        )
+        _require(
+            self.kind != "function" or ":" in self.function,
+            self.key("function"),
+            "set it to `module.path:callable`",
+        )
+        _require(
+            self.kind not in ("http", "grpc") or bool(self.url),
+            self.key("url"),
+            f"reward.kind={self.kind} needs reward.url",
+        )  # human: RunConfig checks (autostart fills it)
         _require(self.timeout_s > 0, self.key("timeout_s"), "must be > 0")
         _require(self.max_batch >= 1, self.key("max_batch"), "must be >= 1")
         _require(self.retries >= 0, self.key("retries"), "must be >= 0")
         _require(self.max_concurrency >= 1, self.key("max_concurrency"), "must be >= 1")
-        _require(isinstance(self.headers, dict), self.key("headers"), "must be a mapping of header: value")
+        _require(
+            isinstance(self.headers, dict),
+            self.key("headers"),
+            "must be a mapping of header: value",
+        )
         self.source_configs()  # validates every entry of `sources`
 
     def source_configs(self) -> list[tuple[str, float, RewardConfig]]:
@@ -220,17 +276,43 @@ class RewardConfig(_Section):
         out, names = [], set()
         for i, spec in enumerate(self.sources):
             key = f"{self.key('sources')}[{i}]"
-            _require(isinstance(spec, dict), key, "each source is a mapping like {kind: http, weight: 0.5, url: ...}")
-            _require(spec.get("kind") in REWARD_KINDS, f"{key}.kind", f"use one of {', '.join(REWARD_KINDS)}")
+            _require(
+                isinstance(spec, dict),
+                key,
+                "each source is a mapping like {kind: http, weight: 0.5, url: ...}",
+            )
+            _require(
+                spec.get("kind") in REWARD_KINDS,
+                f"{key}.kind",
+                f"use one of {', '.join(REWARD_KINDS)}",
+            )
             weight = spec.get("weight", 1.0)
-            _require(isinstance(weight, (int, float)) and not isinstance(weight, bool) and abs(weight) < float("inf"), f"{key}.weight", "must be a finite number")
+            _require(
+                isinstance(weight, (int, float))
+                and not isinstance(weight, bool)
+                and abs(weight) < float("inf"),
+                f"{key}.weight",
+                "must be a finite number",
+            )
             unknown = sorted(set(spec) - known - {"weight", "name"})
-            _require(not unknown, f"{key}.{unknown[0] if unknown else ''}", f"unknown key; known: weight, name, {', '.join(sorted(known))}")
+            _require(
+                not unknown,
+                f"{key}.{unknown[0] if unknown else ''}",
+                f"unknown key; known: weight, name, {', '.join(sorted(known))}",
+            )
             name = str(spec.get("name") or spec["kind"])
-            _require(name not in names, f"{key}.name", f"{name!r} is used twice; give each source a distinct name")
+            _require(
+                name not in names,
+                f"{key}.name",
+                f"{name!r} is used twice; give each source a distinct name",
+            )
             names.add(name)
             types_ = _field_types(RewardConfig)
-            overrides = {k: _coerce(v, types_[k], f"{key}.{k}") for k, v in spec.items() if k not in ("weight", "name")}
+            overrides = {
+                k: _coerce(v, types_[k], f"{key}.{k}")
+                for k, v in spec.items()
+                if k not in ("weight", "name")
+            }
             try:
                 sub = dataclasses.replace(self, sources=(), **overrides)
             except ConfigError as exc:
@@ -280,20 +362,48 @@ class FeedbackConfig(_Section):
     """Mean seconds a simulated rater takes to answer (each delay is uniform in [0.5, 1.5] x this)."""
 
     def __post_init__(self) -> None:
-        _require(bool(self.store_path), self.key("store_path"), "must not be empty (use :memory: for a throwaway store)")
+        _require(
+            bool(self.store_path),
+            self.key("store_path"),
+            "must not be empty (use :memory: for a throwaway store)",
+        )
         _require(self.expiry_s > 0, self.key("expiry_s"), "must be > 0")
-        _require(self.expiry_outcome in ("drop", "neutral"), self.key("expiry_outcome"), "use drop or neutral")
-        _require(abs(self.neutral_reward) < float("inf"), self.key("neutral_reward"), "must be finite")
-        _require(bool(self.tls_cert) == bool(self.tls_key), self.key("tls_cert"), "set both feedback.tls_cert and feedback.tls_key, or neither")
+        _require(
+            self.expiry_outcome in ("drop", "neutral"),
+            self.key("expiry_outcome"),
+            "use drop or neutral",
+        )
+        _require(
+            abs(self.neutral_reward) < float("inf"), self.key("neutral_reward"), "must be finite"
+        )
+        _require(
+            bool(self.tls_cert) == bool(self.tls_key),
+            self.key("tls_cert"),
+            "set both feedback.tls_cert and feedback.tls_key, or neither",
+        )
         _require(bool(self.host), self.key("host"), "must not be empty")
         _require(0 <= self.http_port < 65536, self.key("http_port"), "must be a TCP port or 0")
         _require(0 <= self.grpc_port < 65536, self.key("grpc_port"), "must be a TCP port or 0")
         _require(self.max_request_bytes >= 1024, self.key("max_request_bytes"), "must be >= 1024")
-        _require(self.retention_days >= 0, self.key("retention_days"), "must be >= 0 (0 = keep forever)")
-        _require(not self.content_check or ":" in self.content_check, self.key("content_check"), "set it to `module.path:callable` or leave it empty")
-        _require(abs(self.blocked_reward) < float("inf"), self.key("blocked_reward"), "must be finite")
-        _require(self.simulated_raters >= 0, self.key("simulated_raters"), "must be >= 0 (0 = none)")
-        _require(not self.simulated_raters or self.autostart, self.key("simulated_raters"), "they rate through the gateway the run starts: set feedback.autostart=true")
+        _require(
+            self.retention_days >= 0, self.key("retention_days"), "must be >= 0 (0 = keep forever)"
+        )
+        _require(
+            not self.content_check or ":" in self.content_check,
+            self.key("content_check"),
+            "set it to `module.path:callable` or leave it empty",
+        )
+        _require(
+            abs(self.blocked_reward) < float("inf"), self.key("blocked_reward"), "must be finite"
+        )
+        _require(
+            self.simulated_raters >= 0, self.key("simulated_raters"), "must be >= 0 (0 = none)"
+        )
+        _require(
+            not self.simulated_raters or self.autostart,
+            self.key("simulated_raters"),
+            "they rate through the gateway the run starts: set feedback.autostart=true",
+        )
         _require(self.rating_delay_s >= 0, self.key("rating_delay_s"), "must be >= 0 seconds")
 
 
@@ -352,7 +462,11 @@ class RunConfig(_Section):
             "reward.url",
             "reward.kind=human needs reward.url (the gateway), or feedback.autostart=true to start one",
         )
-        _require(not self.feedback.simulated_raters or self.task == "helpdesk", "feedback.simulated_raters", "simulated raters are help-desk users: set task=helpdesk or 0")
+        _require(
+            not self.feedback.simulated_raters or self.task == "helpdesk",
+            "feedback.simulated_raters",
+            "simulated raters are help-desk users: set task=helpdesk or 0",
+        )
         groups = self.learner.groups_per_step * self.rollout.group_size
         _require(
             self.learner.buffer_capacity == 0 or self.learner.buffer_capacity >= groups,
@@ -384,16 +498,32 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if origin is bool:
         if isinstance(value, bool):
             return value
-        _require(isinstance(value, str) and value.lower() in ("true", "false"), key, f"must be true or false, got {value!r}")
+        _require(
+            isinstance(value, str) and value.lower() in ("true", "false"),
+            key,
+            f"must be true or false, got {value!r}",
+        )
         return value.lower() == "true"
     if origin is int:
-        _require(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        _require(
+            isinstance(value, int) and not isinstance(value, bool),
+            key,
+            f"must be an integer, got {value!r}",
+        )
         return value
     if origin is float:
-        _require(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
+        _require(
+            isinstance(value, (int, float)) and not isinstance(value, bool),
+            key,
+            f"must be a number, got {value!r}",
+        )
         return float(value)
     if origin is str:
-        _require(isinstance(value, (str, int, float)) and not isinstance(value, bool), key, f"must be a string, got {value!r}")
+        _require(
+            isinstance(value, (str, int, float)) and not isinstance(value, bool),
+            key,
+            f"must be a string, got {value!r}",
+        )
         return str(value)
     if origin is dict:
         _require(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
@@ -443,7 +573,9 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> RunConfig:
     """Read YAML (optional), apply `--set` overrides, validate, return the frozen config."""
     data: dict = {}
     if path is not None:

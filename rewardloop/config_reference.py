@@ -24,7 +24,9 @@ def field_docs() -> dict[tuple[str, str], str]:
         body = node.body
         for stmt, nxt in zip(body, body[1:] + [None], strict=True):
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                is_doc = isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant)
+                is_doc = isinstance(nxt, ast.Expr) and isinstance(
+                    getattr(nxt, "value", None), ast.Constant
+                )
                 doc = nxt.value.value if is_doc else ""
                 docs[(node.name, stmt.target.id)] = " ".join(doc.split())  # one table row each
     return docs
@@ -39,7 +41,13 @@ def rows() -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(value):
             for sub in dataclasses.fields(value):
                 key = f"{f.name}.{sub.name}"
-                out.append((key, repr(getattr(value, sub.name)), docs.get((type(value).__name__, sub.name), "")))
+                out.append(
+                    (
+                        key,
+                        repr(getattr(value, sub.name)),
+                        docs.get((type(value).__name__, sub.name), ""),
+                    )
+                )
         else:
             out.append((f.name, repr(value), docs.get(("RunConfig", f.name), "")))
     return out

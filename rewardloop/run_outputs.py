@@ -37,7 +37,12 @@ def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:
         left.plot(xs, _smooth(ys), label=key or "all")
     left.set(title="training reward (smoothed)", xlabel="step", ylabel="reward")
     for key in sorted({k for e in evals for k in e["by_key"]}):
-        right.plot([e["step"] for e in evals], [e["by_key"].get(key) for e in evals], marker="o", label=key or "all")
+        right.plot(
+            [e["step"] for e in evals],
+            [e["by_key"].get(key) for e in evals],
+            marker="o",
+            label=key or "all",
+        )
     right.set(title="held-out like rate", xlabel="step", ylabel="expected like rate", ylim=(0, 1))
     for ax in (left, right):
         ax.grid(alpha=0.3)

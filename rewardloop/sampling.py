@@ -54,7 +54,12 @@ def sample_completions(
     input_ids, attention_mask = left_pad(rows, pad_id)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+    )
     next_pos = position_ids[:, -1:] + 1
     batch = len(rows)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -30,16 +30,23 @@ def trajectory_to_proto(t: Trajectory) -> trajectory_pb2.Trajectory:
         completion_ids=t.completion_ids,
         behavior_logprobs=t.behavior_logprobs,
         reward=t.reward,
-        reward_parts=[trajectory_pb2.RewardPart(name=p.name, value=p.value, weight=p.weight) for p in t.reward_parts],
+        reward_parts=[
+            trajectory_pb2.RewardPart(name=p.name, value=p.value, weight=p.weight)
+            for p in t.reward_parts
+        ],
         policy_version=t.policy_version,
         worker_id=t.worker_id,
-        feedback=trajectory_pb2.FeedbackMeta(source=t.feedback_source, latency_s=t.feedback_latency_s, rater=t.rater),
+        feedback=trajectory_pb2.FeedbackMeta(
+            source=t.feedback_source, latency_s=t.feedback_latency_s, rater=t.rater
+        ),
         group_size=t.group_size,
         prompt_key=t.prompt_key,
     )
 
 
-def trajectory_from_proto(msg: trajectory_pb2.Trajectory, vocab_size: int | None = None) -> Trajectory:
+def trajectory_from_proto(
+    msg: trajectory_pb2.Trajectory, vocab_size: int | None = None
+) -> Trajectory:
     """Decode and validate one trajectory; raises InvalidInput naming the bad field."""
     if not msg.id or len(msg.id) > MAX_ID_LEN:
         raise InvalidInput("id", f"must be 1..{MAX_ID_LEN} characters")
@@ -93,7 +100,9 @@ def state_dict_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
     return st_load(data)
 
 
-def weight_chunks(version: int, payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[weights_pb2.WeightChunk]:
+def weight_chunks(
+    version: int, payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[weights_pb2.WeightChunk]:
     """Split a safetensors payload into WeightChunk messages (see weights.proto for the order)."""
     digest = hashlib.sha256(payload).hexdigest()
     count = max(1, math.ceil(len(payload) / chunk_bytes))
@@ -116,7 +125,9 @@ def join_chunks(chunks: Iterable[weights_pb2.WeightChunk]) -> tuple[int, bytes]:
         if version is None:
             version, count, digest = chunk.version, chunk.count, chunk.sha256
         if chunk.version != version or chunk.index != len(parts) or chunk.count != count:
-            raise InvalidInput("index", f"chunk {chunk.index} of version {chunk.version} out of order")
+            raise InvalidInput(
+                "index", f"chunk {chunk.index} of version {chunk.version} out of order"
+            )
         parts.append(chunk.data)
         if len(parts) == count:
             break

@@ -11,7 +11,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-
 @pytest.fixture(scope="session")
 def model_cache() -> str:
     """The cache dir holding the news-feed default model, exactly as `make demo` builds it
@@ -30,7 +29,9 @@ def ray_local():
     ray = pytest.importorskip("ray")
     for attempt in range(2):  # a busy machine can make the GCS miss its start-up deadline once
         try:
-            ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+            ray.init(
+                num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False
+            )
             break
         except RuntimeError:
             ray.shutdown()

@@ -133,7 +133,12 @@ def build_default_model(
     _log(f"tokenizer: {len(tokenizer)} tokens; model: {n_params / 1e6:.2f}M parameters")
     n_examples = int(min(40000, max(2000, 1000 * cfg.pretrain_seconds)))  # small budgets start fast
     stats = pretrain(
-        model, tokenizer, cfg.pretrain_seconds, seed=seed, n_examples=n_examples, log=_log,
+        model,
+        tokenizer,
+        cfg.pretrain_seconds,
+        seed=seed,
+        n_examples=n_examples,
+        log=_log,
         steps=cfg.pretrain_steps,
     )
     report = sample_report(model, tokenizer, per_reader=per_reader, seed=seed)

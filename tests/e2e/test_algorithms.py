@@ -38,8 +38,13 @@ def _one_reader(cfg: RunConfig, reader: str) -> PromptSource:
 
 def _held_out_rate(cfg: RunConfig, model, tokenizer, prompts: PromptSource) -> float:
     result = evaluate_policy(
-        model, tokenizer, prompts.evaluation, tasks.reward_source(cfg, seed=99),
-        samples_per_prompt=8, max_new_tokens=cfg.rollout.max_new_tokens, seed=7,
+        model,
+        tokenizer,
+        prompts.evaluation,
+        tasks.reward_source(cfg, seed=99),
+        samples_per_prompt=8,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        seed=7,
     )
     return result["by_key"][READER]
 
@@ -65,9 +70,17 @@ def run_loop(cfg: RunConfig, steps: int, prompts: PromptSource | None = None):
     address = service.start()
     worker_model, _, _ = load_policy(cfg.model)
     client = TrajectoryClient(address, "w0", timeout_s=30, batch_size=cfg.rollout.send_batch_size)
-    worker = RolloutWorker("w0", cfg, worker_model, tokenizer, prompts,
-                           tasks.reward_source(cfg, seed=cfg.seed + 1), client, weights=weights,
-                           seed=cfg.seed + 1)
+    worker = RolloutWorker(
+        "w0",
+        cfg,
+        worker_model,
+        tokenizer,
+        prompts,
+        tasks.reward_source(cfg, seed=cfg.seed + 1),
+        client,
+        weights=weights,
+        seed=cfg.seed + 1,
+    )
     stop = threading.Event()
     runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     service.start_training(steps)
@@ -92,8 +105,9 @@ def base_overrides(model_cache, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_algorithm_raises_the_readers_like_rate(algorithm, base_overrides):
-    cfg = load_config(None, [*base_overrides, f"learner.algorithm={algorithm}",
-                             f"learner.max_steps={STEPS}"])
+    cfg = load_config(
+        None, [*base_overrides, f"learner.algorithm={algorithm}", f"learner.max_steps={STEPS}"]
+    )
     prompts = _one_reader(cfg, READER)
     base_model, tokenizer, _ = load_policy(cfg.model)
     before = _held_out_rate(cfg, base_model, tokenizer, prompts)
@@ -110,8 +124,9 @@ def test_algorithm_raises_the_readers_like_rate(algorithm, base_overrides):
 @pytest.mark.slow
 def test_max_staleness_zero_is_on_policy_and_synchronous(base_overrides):
     steps = 8
-    cfg = load_config(None, [*base_overrides, "learner.max_staleness=0",
-                             f"learner.max_steps={steps}"])
+    cfg = load_config(
+        None, [*base_overrides, "learner.max_staleness=0", f"learner.max_steps={steps}"]
+    )
     service, worker = run_loop(cfg, steps)
 
     assert [m["lag_max"] for m in service.metrics] == [0] * steps

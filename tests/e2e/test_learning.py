@@ -13,10 +13,17 @@ def test_training_raises_every_readers_like_rate(model_cache, ray_local, tmp_pat
 
     from rewardloop.cluster.driver import train
 
-    cfg = load_config(None, [
-        f"model.cache_dir={model_cache}", "learner.max_steps=450", "eval.target=0.6",
-        "eval.every_steps=20", "eval.samples_per_prompt=8", f"out={tmp_path}",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"model.cache_dir={model_cache}",
+            "learner.max_steps=450",
+            "eval.target=0.6",
+            "eval.every_steps=20",
+            "eval.samples_per_prompt=8",
+            f"out={tmp_path}",
+        ],
+    )
     summary = train(cfg, progress=False)
     readers = summary["readers"]
     assert summary["steps"] < 450, f"never reached 0.6 for every reader: {readers}"

@@ -366,8 +366,20 @@ def test_abort_unblocks_a_send_waiting_for_credits():
     server = _Server(buffer, version_fn=lambda: 0, port=0)
     server.start()
     client = _Client(server.address, "w-abort", timeout_s=30, batch_size=2)
-    trajs = [_T(id=f"a{i}", group_id=f"g{i}", prompt_ids=[1], completion_ids=[2], behavior_logprobs=[-0.1],
-                reward=0.0, policy_version=0, worker_id="w-abort", group_size=1) for i in range(5)]
+    trajs = [
+        _T(
+            id=f"a{i}",
+            group_id=f"g{i}",
+            prompt_ids=[1],
+            completion_ids=[2],
+            behavior_logprobs=[-0.1],
+            reward=0.0,
+            policy_version=0,
+            worker_id="w-abort",
+            group_size=1,
+        )
+        for i in range(5)
+    ]
     errors = []
 
     def send():

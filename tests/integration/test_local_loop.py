@@ -16,10 +16,15 @@ from rewardloop.modeling import load_policy
 
 @pytest.fixture
 def cfg(model_cache, tmp_path):
-    return load_config(None, [
-        f"model.cache_dir={model_cache}", "learner.max_steps=4",
-        "learner.wait_timeout_s=60", f"out={tmp_path}",
-    ])
+    return load_config(
+        None,
+        [
+            f"model.cache_dir={model_cache}",
+            "learner.max_steps=4",
+            "learner.wait_timeout_s=60",
+            f"out={tmp_path}",
+        ],
+    )
 
 
 @pytest.mark.parametrize("weight_sync", ["object_store", "grpc"])
@@ -39,14 +44,24 @@ def test_worker_feeds_learner_and_picks_up_new_weights(cfg, weight_sync):
         weight_client = WeightClient(service.weight_address, timeout_s=10)
         weights = weight_client.poll
     else:
+
         def weights(have):
             newest = max(published)
             return (newest, published[newest]) if newest > have else None
 
     worker_model, _, _ = load_policy(cfg.model)
     client = TrajectoryClient(address, "w0", timeout_s=20, batch_size=cfg.rollout.send_batch_size)
-    worker = RolloutWorker("w0", cfg, worker_model, tokenizer, tasks.prompt_source(cfg),
-                           tasks.reward_source(cfg, seed=1), client, weights=weights, seed=1)
+    worker = RolloutWorker(
+        "w0",
+        cfg,
+        worker_model,
+        tokenizer,
+        tasks.prompt_source(cfg),
+        tasks.reward_source(cfg, seed=1),
+        client,
+        weights=weights,
+        seed=1,
+    )
     stop = threading.Event()
     runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     service.start_training(4)
@@ -60,11 +75,16 @@ def test_worker_feeds_learner_and_picks_up_new_weights(cfg, weight_sync):
     assert service.error == ""
     assert service.version == 4 and len(service.metrics) == 4
     assert max(published) == 4
-    assert any(not torch.equal(initial[k], v) for k, v in service.trainer.model.state_dict().items())
+    assert any(
+        not torch.equal(initial[k], v) for k, v in service.trainer.model.state_dict().items()
+    )
     assert worker.counters["weight_swaps"] >= 2  # initial weights, then at least one newer version
     assert worker.version >= 1
     assert all(m["lag_mean"] <= cfg.learner.max_staleness for m in service.metrics)
-    assert service.metrics[-1]["trajectories"] == 4 * cfg.learner.groups_per_step * cfg.rollout.group_size
+    assert (
+        service.metrics[-1]["trajectories"]
+        == 4 * cfg.learner.groups_per_step * cfg.rollout.group_size
+    )
     assert worker.counters["rejected"] == 0
     from rewardloop.newsfeed.readers import READER_BY_NAME
 

@@ -14,10 +14,17 @@ def run(model_cache, ray_local, tmp_path_factory):
     from rewardloop.cluster.driver import train
 
     out = tmp_path_factory.mktemp("ray-run")
-    cfg = load_config(None, [
-        f"model.cache_dir={model_cache}", "learner.max_steps=6",
-        "eval.every_steps=3", "eval.samples_per_prompt=4", f"out={out}", "rollout.num_workers=1",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"model.cache_dir={model_cache}",
+            "learner.max_steps=6",
+            "eval.every_steps=3",
+            "eval.samples_per_prompt=4",
+            f"out={out}",
+            "rollout.num_workers=1",
+        ],
+    )
     summary = train(cfg, progress=False)
     return cfg, out, summary
 
@@ -26,7 +33,14 @@ def test_summary_has_the_promised_fields(run):
     cfg, out, summary = run
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["steps"] == summary["steps"] == 6
-    for key in ("seconds", "trajectories", "policy_lag_mean", "base_model", "final_model", "readers"):
+    for key in (
+        "seconds",
+        "trajectories",
+        "policy_lag_mean",
+        "base_model",
+        "final_model",
+        "readers",
+    ):
         assert key in on_disk
     assert on_disk["trajectories"] == 6 * cfg.learner.groups_per_step * cfg.rollout.group_size
     assert 0 <= on_disk["policy_lag_mean"] <= cfg.learner.max_staleness
@@ -43,7 +57,10 @@ def test_metrics_log_has_a_line_per_step_and_evaluations(run):
     evals = [r for r in lines if r.get("event") == "eval"]
     assert [r["step"] for r in steps] == list(range(1, 7))
     assert [r["version"] for r in steps] == [float(v) for v in range(1, 7)]
-    assert len(evals) >= 3  # start, every 3 steps, final checkpoint
+    # the base model first, the saved checkpoint last (periodic ones in between when the
+    # driver polls before the learner has finished: timing-dependent, so not required)
+    assert len(evals) >= 2 and evals[0]["step"] == 0
+    assert evals[-1]["step"] == 6 and evals[-1]["checkpoint"].endswith("checkpoint")
     assert all("reward_by_key" in r and "lag_mean" in r for r in steps)
 
 

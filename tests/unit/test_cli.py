@@ -22,8 +22,16 @@ def test_missing_config_file(capsys, tmp_path):
     assert "does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["train", "--help"], ["eval", "--help"], ["feedback", "serve", "--help"],
-                                  ["feedback", "forget", "--help"], ["bench", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["feedback", "serve", "--help"],
+        ["feedback", "forget", "--help"],
+        ["bench", "--help"],
+    ],
+)
 def test_subcommands_have_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args(argv)

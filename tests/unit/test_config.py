@@ -16,7 +16,9 @@ def test_defaults_are_valid():
 def test_yaml_and_overrides_merge(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("learner:\n  lr: 0.01\n  algorithm: rloo\nrollout:\n  num_workers: 2\n")
-    cfg = load_config(path, ["learner.lr=1e-4", "rollout.temperature=0.7", "learner.scale_std=false"])
+    cfg = load_config(
+        path, ["learner.lr=1e-4", "rollout.temperature=0.7", "learner.scale_std=false"]
+    )
     assert cfg.learner.lr == pytest.approx(1e-4)
     assert cfg.learner.algorithm == "rloo"
     assert cfg.rollout.num_workers == 2

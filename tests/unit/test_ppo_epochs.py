@@ -33,7 +33,9 @@ def test_more_ppo_epochs_move_the_policy_further_on_the_same_batch():
     for epochs in (1, 4):
         model = tiny_model()
         start = p_good(model)
-        trainer = Trainer(model, LearnerConfig(algorithm="ppo", lr=1e-2, ppo_epochs=epochs), pad_id=PAD)
+        trainer = Trainer(
+            model, LearnerConfig(algorithm="ppo", lr=1e-2, ppo_epochs=epochs), pad_id=PAD
+        )
         trainer.step(rollout(model, 0, seed=5))
         moved[epochs] = p_good(model) - start
     assert moved[1] > 0

@@ -15,8 +15,12 @@ def test_readme_gives_the_two_commands():
 def test_config_reference_is_current():
     text = README.read_text()
     missing = [key for key, _, _ in rows() if f"`{key}`" not in text]
-    assert not missing, f"README lacks keys {missing}; run `python -m rewardloop.config_reference --write README.md`"
-    assert markdown() in text, "README config table is stale: run `python -m rewardloop.config_reference --write README.md`"
+    assert not missing, (
+        f"README lacks keys {missing}; run `python -m rewardloop.config_reference --write README.md`"
+    )
+    assert markdown() in text, (
+        "README config table is stale: run `python -m rewardloop.config_reference --write README.md`"
+    )
 
 
 def test_every_config_key_has_a_doc_line():

@@ -13,14 +13,24 @@ EOS = PAD = 0
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=4, n_positions=64, vocab_size=50, bos_token_id=EOS, eos_token_id=EOS)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=4,
+        n_positions=64,
+        vocab_size=50,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+    )
     return GPT2LMHeadModel(cfg).eval()
 
 
 def test_samples_form_groups_and_stop_at_eos():
     model = tiny_model()
     prompts = [[5, 6, 7], [8], [9, 10, 11, 12, 13]]
-    samples = sample_completions(model, prompts, 4, 12, EOS, PAD, generator=torch.Generator().manual_seed(1))
+    samples = sample_completions(
+        model, prompts, 4, 12, EOS, PAD, generator=torch.Generator().manual_seed(1)
+    )
     assert [s.prompt_index for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
     for s in samples:
         assert 1 <= len(s.completion_ids) <= 12
@@ -33,13 +43,29 @@ def test_learner_recomputes_behavior_logprobs():
     model = tiny_model()
     prompts = [[5, 6, 7], [8], [9, 10, 11, 12, 13]]
     temperature = 0.8
-    samples = sample_completions(model, prompts, 3, 10, EOS, PAD, temperature=temperature,
-                                 generator=torch.Generator().manual_seed(2))
+    samples = sample_completions(
+        model,
+        prompts,
+        3,
+        10,
+        EOS,
+        PAD,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(2),
+    )
     groups = [[] for _ in prompts]
     for i, s in enumerate(samples):
-        groups[s.prompt_index].append(Trajectory(
-            id=str(i), group_id=str(s.prompt_index), prompt_ids=prompts[s.prompt_index],
-            completion_ids=s.completion_ids, behavior_logprobs=s.logprobs, reward=0.0, policy_version=0))
+        groups[s.prompt_index].append(
+            Trajectory(
+                id=str(i),
+                group_id=str(s.prompt_index),
+                prompt_ids=prompts[s.prompt_index],
+                completion_ids=s.completion_ids,
+                behavior_logprobs=s.logprobs,
+                reward=0.0,
+                policy_version=0,
+            )
+        )
     batch = collate(groups, PAD)
     with torch.no_grad():
         learner = token_logprobs(completion_logits(model, batch, temperature), batch)
@@ -50,6 +76,10 @@ def test_learner_recomputes_behavior_logprobs():
 
 def test_sampling_is_reproducible_with_a_seeded_generator():
     model = tiny_model()
-    a = sample_completions(model, [[3, 4]], 5, 8, EOS, PAD, generator=torch.Generator().manual_seed(3))
-    b = sample_completions(model, [[3, 4]], 5, 8, EOS, PAD, generator=torch.Generator().manual_seed(3))
+    a = sample_completions(
+        model, [[3, 4]], 5, 8, EOS, PAD, generator=torch.Generator().manual_seed(3)
+    )
+    b = sample_completions(
+        model, [[3, 4]], 5, 8, EOS, PAD, generator=torch.Generator().manual_seed(3)
+    )
     assert [s.completion_ids for s in a] == [s.completion_ids for s in b]

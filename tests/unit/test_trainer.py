@@ -17,7 +17,15 @@ PROMPT = [3, 4, 5]
 
 def tiny_model():
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=1, n_embd=32, n_head=4, n_positions=32, vocab_size=16, bos_token_id=EOS, eos_token_id=EOS)
+    cfg = GPT2Config(
+        n_layer=1,
+        n_embd=32,
+        n_head=4,
+        n_positions=32,
+        vocab_size=16,
+        bos_token_id=EOS,
+        eos_token_id=EOS,
+    )
     return GPT2LMHeadModel(cfg)
 
 
@@ -28,15 +36,30 @@ def p_good(model) -> float:
 
 
 def rollout(model, version, n_groups=4, group_size=8, seed=0):
-    samples = sample_completions(model, [PROMPT] * n_groups, group_size, 3, EOS, PAD,
-                                 generator=torch.Generator().manual_seed(seed))
+    samples = sample_completions(
+        model,
+        [PROMPT] * n_groups,
+        group_size,
+        3,
+        EOS,
+        PAD,
+        generator=torch.Generator().manual_seed(seed),
+    )
     groups = [[] for _ in range(n_groups)]
     for i, s in enumerate(samples):
         reward = 1.0 if s.completion_ids[0] == GOOD else 0.0
-        groups[s.prompt_index].append(Trajectory(
-            id=f"{seed}-{i}", group_id=f"{seed}-{s.prompt_index}", prompt_ids=PROMPT,
-            completion_ids=s.completion_ids, behavior_logprobs=s.logprobs, reward=reward,
-            policy_version=version, group_size=group_size))
+        groups[s.prompt_index].append(
+            Trajectory(
+                id=f"{seed}-{i}",
+                group_id=f"{seed}-{s.prompt_index}",
+                prompt_ids=PROMPT,
+                completion_ids=s.completion_ids,
+                behavior_logprobs=s.logprobs,
+                reward=reward,
+                policy_version=version,
+                group_size=group_size,
+            )
+        )
     return groups
 
 
@@ -87,4 +110,7 @@ def test_trainer_state_round_trip():
     other = Trainer(tiny_model(), LearnerConfig(lr=1e-2), pad_id=PAD)
     other.load_trainer_state(state)
     assert other.version == 1
-    assert other.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
+    assert (
+        other.optimizer.state_dict()["state"].keys()
+        == trainer.optimizer.state_dict()["state"].keys()
+    )

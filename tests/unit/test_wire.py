@@ -9,9 +9,19 @@ from rewardloop.trajectory import RewardPart, Trajectory
 
 
 def make(**kw):
-    base = dict(id="t1", group_id="g1", prompt_ids=[1, 2, 3], completion_ids=[4, 5],
-                behavior_logprobs=[-0.5, -1.25], reward=1.0, policy_version=7, worker_id="w",
-                group_size=8, prompt_key="alice", reward_parts=[RewardPart("like", 1.0, 1.0)])
+    base = dict(
+        id="t1",
+        group_id="g1",
+        prompt_ids=[1, 2, 3],
+        completion_ids=[4, 5],
+        behavior_logprobs=[-0.5, -1.25],
+        reward=1.0,
+        policy_version=7,
+        worker_id="w",
+        group_size=8,
+        prompt_key="alice",
+        reward_parts=[RewardPart("like", 1.0, 1.0)],
+    )
     base.update(kw)
     return Trajectory(**base)
 
@@ -19,7 +29,11 @@ def make(**kw):
 def test_trajectory_round_trip():
     t = make()
     back = wire.trajectory_from_proto(wire.trajectory_to_proto(t), vocab_size=10)
-    assert back.id == t.id and back.prompt_ids == t.prompt_ids and back.completion_ids == t.completion_ids
+    assert (
+        back.id == t.id
+        and back.prompt_ids == t.prompt_ids
+        and back.completion_ids == t.completion_ids
+    )
     assert back.behavior_logprobs == pytest.approx(t.behavior_logprobs)
     assert back.policy_version == 7 and back.group_size == 8 and back.prompt_key == "alice"
     assert back.reward_parts[0].name == "like"
@@ -53,7 +67,9 @@ def test_weights_round_trip_in_chunks():
     version, joined = wire.join_chunks(iter(chunks))
     back = wire.state_dict_from_bytes(joined)
     assert version == 5
-    assert torch.equal(back["a.weight"], state["a.weight"]) and torch.equal(back["b.bias"], state["b.bias"])
+    assert torch.equal(back["a.weight"], state["a.weight"]) and torch.equal(
+        back["b.bias"], state["b.bias"]
+    )
 
 
 def test_corrupt_or_short_weight_stream_is_rejected():
