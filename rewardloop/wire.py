@@ -61,7 +61,10 @@ def trajectory_from_proto(
             "behavior_logprobs",
             f"needs one per completion token ({len(msg.completion_ids)}), got {len(msg.behavior_logprobs)}",
         )
-    if not all(math.isfinite(x) and x <= 1e-4 for x in msg.behavior_logprobs):
+    logprobs = list(msg.behavior_logprobs)
+    # C-speed checks (this runs per trajectory on the ingest hot path): a NaN or inf anywhere
+    # makes the sum non-finite; the max bounds every value.
+    if not math.isfinite(sum(logprobs)) or max(logprobs) > 1e-4:
         raise InvalidInput("behavior_logprobs", "must be finite log-probabilities (<= 0)")
     if not math.isfinite(msg.reward):
         raise InvalidInput("reward", f"must be finite, got {msg.reward}")
@@ -69,16 +72,17 @@ def trajectory_from_proto(
         raise InvalidInput("policy_version", f"must be >= 0, got {msg.policy_version}")
     if msg.group_size < 0:
         raise InvalidInput("group_size", f"must be >= 0, got {msg.group_size}")
-    for name in ("prompt_ids", "completion_ids"):
-        ids = getattr(msg, name)
+    # Each pass over a protobuf repeated field costs ~5 us per 256 values: copy once, check lists.
+    columns = {"prompt_ids": list(msg.prompt_ids), "completion_ids": list(msg.completion_ids)}
+    for name, ids in columns.items():
         if min(ids) < 0 or (vocab_size is not None and max(ids) >= vocab_size):
             raise InvalidInput(name, f"token ids must be in [0, {vocab_size})")
     return Trajectory(
         id=msg.id,
         group_id=msg.group_id,
-        prompt_ids=list(msg.prompt_ids),
-        completion_ids=list(msg.completion_ids),
-        behavior_logprobs=list(msg.behavior_logprobs),
+        prompt_ids=columns["prompt_ids"],
+        completion_ids=columns["completion_ids"],
+        behavior_logprobs=logprobs,
         reward=float(msg.reward),
         policy_version=int(msg.policy_version),
         worker_id=msg.worker_id,
