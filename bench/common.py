@@ -113,8 +113,22 @@ def result(benchmark: str, argv: list[str], comparisons: list[dict], **details) 
 
 
 def emit(data: dict, as_json: bool) -> None:
-    """--json: one JSON object and nothing else on stdout; otherwise the same, indented."""
-    print(json.dumps(data, indent=None if as_json else 2, default=_jsonable))
+    """--json: one JSON object and nothing else on stdout; otherwise the same, indented.
+
+    Strict JSON: a NaN anywhere (an unmeasurable figure) is written as null."""
+    print(
+        json.dumps(_finite(data), indent=None if as_json else 2, default=_jsonable, allow_nan=False)
+    )
+
+
+def _finite(x):
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 def log(*args) -> None:
@@ -129,15 +143,14 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def _round(x: float) -> float:
+def _round(x: float) -> float | None:
+    """4 significant digits; NaN/inf (a figure that could not be measured) become null."""
     if x != x or x in (float("inf"), float("-inf")):
-        return x
+        return None
     return float(f"{x:.4g}")
 
 
 def _jsonable(x):
-    if isinstance(x, float) and x != x:
-        return None
     return str(x)
 
 

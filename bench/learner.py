@@ -210,7 +210,14 @@ def main(argv: list[str]) -> dict:
         default=[],
         help="config override for the loop, e.g. --set learner.max_staleness=2",
     )
+    p.add_argument(
+        "--stall-timeout-s",
+        type=float,
+        default=30.0,
+        help="learner.wait_timeout_s for these runs: a stalled loop is reported after this long",
+    )
     args = p.parse_args(argv)
+    args.overrides = [f"learner.wait_timeout_s={args.stall_timeout_s}", *args.overrides]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     results: dict = {m: {} for m in modes}
     comps = []
@@ -223,13 +230,23 @@ def main(argv: list[str]) -> dict:
                 else:
                     run = workers.call(0, ray_train, k, args.steps, args.overrides)
             figures = steady(run["metrics"], args.skip)
-            figures["error"] = run["error"]
+            figures["error"] = run["error"] or figures.get("error", "")
             if run.get("status"):
                 figures["status_at_error"] = run["status"]
             results[mode][str(k)] = figures
-            if figures.get("wait_fraction") is None:
-                continue
             goal = {"ratio_max": GOAL_WAIT_MAX} if k == args.max_workers else {}
+            if figures.get("wait_fraction") is None:  # the loop failed: say so, goal not met
+                nan = float("nan")
+                comps.append(
+                    common.comparison(
+                        f"learner waiting, {mode}, {k} worker(s), steady state",
+                        ("seconds waiting for data", nan, "s"),
+                        ("wall seconds", nan, "s"),
+                        note=f"the loop did not reach a steady state: {figures['error'][:300]}",
+                        **goal,
+                    )
+                )
+                continue
             comps.append(
                 common.comparison(
                     f"learner waiting, {mode}, {k} worker(s), steady state",

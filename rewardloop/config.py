@@ -135,7 +135,7 @@ class LearnerConfig(_Section):
     """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
     buffer_capacity: int = 0
     """Trajectories the learner buffers = total credits granted to workers (0 = automatic:
-    groups_per_step x group_size x max(1, max_staleness); a fuller queue only goes stale)."""
+    groups_per_step x group_size x max(1, max_staleness), at least one generation per worker)."""
     clip_eps: float = 0.2
     """PPO clip range for the policy ratio."""
     ppo_epochs: int = 1
@@ -479,7 +479,11 @@ def buffer_capacity(cfg: RunConfig) -> int:
     queued (the learner training on one), a batch started now is consumed <= s versions later.
     """
     step = cfg.learner.groups_per_step * cfg.rollout.group_size
-    return cfg.learner.buffer_capacity or step * max(1, cfg.learner.max_staleness)
+    # Every worker's fair share must hold one whole generation, or groups get split across
+    # credit grants and the learner starves waiting for complete groups (seen with 2+ workers).
+    generation = cfg.rollout.prompts_per_generation * cfg.rollout.group_size
+    auto = max(step * max(1, cfg.learner.max_staleness), cfg.rollout.num_workers * generation)
+    return cfg.learner.buffer_capacity or auto
 
 
 # The loader lives beside this file; import it from here as before.

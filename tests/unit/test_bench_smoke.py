@@ -60,7 +60,13 @@ def test_comparison_goal_directions():
     slow = common.comparison("y", ("a", 3.0, "s"), ("b", 1.0, "s"), ratio_max=2.0)
     assert slow["goal"]["met"] is False
     nan = common.comparison("z", ("a", float("nan"), "s"), ("b", 1.0, "s"), ratio_max=2.0)
-    assert nan["goal"]["met"] is False
+    assert nan["goal"]["met"] is False  # a figure that could not be measured never meets a goal
+    assert nan["ratio"] is None and nan["ours"]["value"] is None  # null in strict JSON
+
+
+def test_emit_writes_strict_json(capsys):
+    common.emit({"x": float("nan"), "y": [float("inf"), 1.5]}, as_json=True)
+    assert json.loads(capsys.readouterr().out) == {"x": None, "y": [None, 1.5]}
 
 
 def test_unknown_benchmark_is_refused(capsys):
