@@ -12,13 +12,12 @@ thread keeps its pace when other processes compete for the cores (on a 2-core ma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
 
 from rewardloop.config import ModelConfig
-from rewardloop.newsfeed.build import INFO_FILE, _log, ensure_built
+from rewardloop.newsfeed.build import INFO_FILE, _log, ensure_built, keyed_dir
 from rewardloop.newsfeed.pretrain import make_model, pretrain
 
 from .corpus import CORPUS_VERSION
@@ -45,9 +44,7 @@ def build_key(cfg: ModelConfig, seed: int) -> dict:
 
 def cache_path(cfg: ModelConfig, seed: int = 0) -> Path:
     """Where the model for these settings lives (built or not)."""
-    key = json.dumps(build_key(cfg, seed), sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.cache_dir).expanduser() / f"helpdesk-{digest}"
+    return keyed_dir(cfg.cache_dir, "helpdesk", build_key(cfg, seed))
 
 
 def ensure_default_model(

@@ -53,11 +53,15 @@ def build_key(cfg: ModelConfig, seed: int) -> dict:
     }
 
 
+def keyed_dir(cache_dir: str, prefix: str, key: dict) -> Path:
+    """`<cache_dir>/<prefix>-<hash of key>`: one directory per distinct build recipe."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir).expanduser() / f"{prefix}-{digest}"
+
+
 def cache_path(cfg: ModelConfig, seed: int = 0) -> Path:
     """Where the model for these settings lives (built or not)."""
-    key = json.dumps(build_key(cfg, seed), sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cfg.cache_dir).expanduser() / f"newsfeed-{digest}"
+    return keyed_dir(cfg.cache_dir, "newsfeed", build_key(cfg, seed))
 
 
 def ensure_default_model(
