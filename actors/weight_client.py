@@ -2,7 +2,7 @@
 
 `poll` asks once (with a deadline) for a version newer than the one held; `follow` yields each
 newer version as it arrives, re-subscribing every `timeout_s` so no call is without a deadline.
-Every version is checked (chunk order, count, sha256) by `wire.join_chunks` before it is decoded.
+Every version is checked (chunk order, count, sha256) by `weight_wire.join_chunks` before it is decoded.
 On UNAVAILABLE the channel is rebuilt and the call retried with backoff, a bounded number of
 times in a row.
 """
@@ -17,7 +17,7 @@ import torch
 
 from rewardloop import grpc_util
 from rewardloop.pb import weights_pb2, weights_pb2_grpc
-from rewardloop.wire import join_chunks, state_dict_from_bytes
+from rewardloop.weight_wire import join_chunks, state_dict_from_bytes
 
 
 class WeightClient:

@@ -62,7 +62,7 @@ _CLIENTS: dict = {}
 
 def worker_grpc(address: str, have_version: int, decode: bool) -> dict:
     from rewardloop.actors.weight_client import WeightClient
-    from rewardloop.wire import state_dict_from_bytes
+    from rewardloop.weight_wire import state_dict_from_bytes
 
     t_start = time.monotonic()
     torch.set_num_threads(1)
@@ -123,7 +123,7 @@ class _Fetcher:
 
 
 def deliver_grpc(workers, server, state, payload, version: int, k: int, full: bool) -> float:
-    from rewardloop.wire import state_dict_to_bytes
+    from rewardloop.weight_wire import state_dict_to_bytes
 
     t0 = time.monotonic()
     server.publish(version, state_dict_to_bytes(state) if full else payload)
@@ -164,7 +164,7 @@ def profile_stages(state: dict, payload: bytes, repeats: int) -> dict:
     """Single-threaded seconds of each step on the gRPC path (where its time goes)."""
     import hashlib
 
-    from rewardloop.wire import (
+    from rewardloop.weight_wire import (
         join_chunks,
         state_dict_from_bytes,
         state_dict_to_bytes,
@@ -189,7 +189,7 @@ def profile_stages(state: dict, payload: bytes, repeats: int) -> dict:
 
 def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: int) -> dict:
     from rewardloop.learner.weight_server import WeightServer
-    from rewardloop.wire import state_dict_to_bytes
+    from rewardloop.weight_wire import state_dict_to_bytes
 
     label, state = payload_state(size)
     payload = state_dict_to_bytes(state)

@@ -22,7 +22,7 @@ from rewardloop.learner.ingest_server import IngestServer
 from rewardloop.learner.trainer import Trainer
 from rewardloop.learner.weight_server import WeightServer
 from rewardloop.trajectory import Trajectory
-from rewardloop.wire import state_dict_to_bytes
+from rewardloop.weight_wire import state_dict_to_bytes
 
 log = logging.getLogger(__name__)
 Publish = Callable[[int, dict[str, torch.Tensor]], None]

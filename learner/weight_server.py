@@ -18,7 +18,7 @@ import grpc
 from rewardloop import grpc_util
 from rewardloop.errors import InvalidInput
 from rewardloop.pb import weights_pb2, weights_pb2_grpc
-from rewardloop.wire import DEFAULT_CHUNK_BYTES, weight_chunks
+from rewardloop.weight_wire import DEFAULT_CHUNK_BYTES, weight_chunks
 
 SERVICE_NAME = weights_pb2.DESCRIPTOR.services_by_name["WeightService"].full_name
 _POLL_S = 0.5

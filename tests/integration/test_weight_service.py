@@ -14,7 +14,7 @@ from rewardloop import grpc_util
 from rewardloop.actors.weight_client import WeightClient
 from rewardloop.errors import InvalidInput, Unavailable
 from rewardloop.learner.weight_server import WeightServer
-from rewardloop.wire import state_dict_to_bytes
+from rewardloop.weight_wire import state_dict_to_bytes
 
 
 def tiny_state(seed: int) -> dict[str, torch.Tensor]:
