@@ -46,8 +46,6 @@ class LearnerActor:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tokenizer, self.model_path = load_policy(cfg.model, cfg.task)
-        if device == "cuda" and cfg.model.dtype == "bfloat16":
-            model = model.to(torch.bfloat16)
         self._latest: tuple[int, list] | None = None
         self._recent: dict[int, ray.ObjectRef] = {}
         self._lock = threading.Lock()

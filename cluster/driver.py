@@ -135,6 +135,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
         cfg, steps, evals, worker_stats, time.perf_counter() - t_start, train_seconds, checkpoint
     )
     summary["error"] = error
+    summary["learner_device"] = endpoints["device"]
     if feedback_stats:
         summary["feedback"] = feedback_stats
     write_json(out / "summary.json", summary)

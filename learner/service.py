@@ -41,6 +41,7 @@ class LearnerService:
             pad_id=tokenizer.pad_token_id,
             temperature=cfg.rollout.temperature,
             device=device,
+            compute_dtype=compute_dtype(cfg, device),
         )
         capacity = buffer_capacity(cfg)
         self.buffer = TrajectoryBuffer(capacity=capacity, max_staleness=lc.max_staleness)
@@ -192,3 +193,9 @@ class LearnerService:
         self.ingest.stop()
         if self.weight_server is not None:
             self.weight_server.stop()
+
+
+def compute_dtype(cfg: RunConfig, device: str) -> torch.dtype:
+    """bfloat16 autocast only where it exists (model.dtype on a cuda learner); else float32."""
+    bf16 = cfg.model.dtype == "bfloat16" and torch.device(device).type == "cuda"
+    return torch.bfloat16 if bf16 else torch.float32

@@ -40,11 +40,18 @@ class Trainer:
         temperature: float = 1.0,
         device: torch.device | str = "cpu",
         start_version: int = 0,
+        compute_dtype: torch.dtype = torch.float32,
     ):
         self.cfg = cfg
         self.pad_id = pad_id
         self.temperature = temperature
         self.device = torch.device(device)
+        # bf16 runs the forward/backward under autocast; parameters and Adam state stay float32
+        # (master weights), so small updates are not lost to bf16 rounding.
+        self.autocast = compute_dtype != torch.float32
+        self.compute_dtype = compute_dtype
+        if self.autocast and self.device.type != "cuda":
+            raise ValueError(f"compute_dtype: {compute_dtype} autocast needs a cuda device")
         # eval(): dropout off, so learner log-probs match the workers' behavior log-probs exactly.
         self.model = model.to(self.device).eval()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
@@ -119,15 +126,15 @@ class Trainer:
 
     def _update(self, batch: TrainBatch, advantages: torch.Tensor) -> tuple[dict, str, float]:
         """One forward/backward/Adam pass; returns (metrics, skip reason or "", optimizer seconds)."""
-        logits = completion_logits(self.model, batch, self.temperature)
+        with self._autocast():
+            logits = completion_logits(self.model, batch, self.temperature)
         logprobs = token_logprobs(logits, batch)
         metrics = self._policy_loss(logprobs, batch, advantages)
         loss = metrics.pop("_loss")
         if self.reference is not None:
-            with torch.no_grad():
-                ref_logprobs = token_logprobs(
-                    completion_logits(self.reference, batch, self.temperature), batch
-                )
+            with torch.no_grad(), self._autocast():
+                ref_logits = completion_logits(self.reference, batch, self.temperature)
+            ref_logprobs = token_logprobs(ref_logits, batch)
             kl = losses.kl_penalty(
                 logprobs, ref_logprobs, batch.mask, self.cfg.kl_estimator, self.cfg.aggregation
             )
@@ -183,6 +190,9 @@ class Trainer:
             )
             stats = {**stats, **is_stats}
         return {"_loss": loss, **{k: float(v) for k, v in stats.items()}}
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=self.compute_dtype, enabled=self.autocast)
 
     def _clip_gradients(self) -> float:
         params = [p for p in self.model.parameters() if p.grad is not None]

@@ -49,7 +49,7 @@ class ModelConfig(_Section):
     vocab_size: int = 1024
     """BPE vocabulary size of the default tokenizer."""
     dtype: str = "float32"
-    """Learner parameter dtype on a GPU: float32 or bfloat16 (CPU always uses float32)."""
+    """Learner compute dtype on a GPU: float32, or bfloat16 autocast with float32 master weights."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")

@@ -114,3 +114,8 @@ def test_trainer_state_round_trip():
         other.optimizer.state_dict()["state"].keys()
         == trainer.optimizer.state_dict()["state"].keys()
     )
+
+
+def test_autocast_is_refused_on_the_cpu():
+    with pytest.raises(ValueError, match="compute_dtype"):
+        Trainer(tiny_model(), LearnerConfig(), pad_id=PAD, compute_dtype=torch.bfloat16)
