@@ -1,13 +1,16 @@
 """The rollout loop of one worker, in plain Python (cluster/ wraps it in a Ray actor).
 
 repeat:
-    swap to the newest weights if there are any (between generations only)
-    if this version already fed max_staleness + 1 generations: wait for a newer one
     if max_pending_groups groups still await delayed rewards: wait for ratings
-    wait until the learner has credits (room) for the next batch, then swap weights again
+    wait until the learner grants credits (room) -- granted in whole groups; generate that many
+    version-aware admission: swap to the newest weights, and if the learner (as of its last
+        grant) is more than max_staleness versions ahead, block on a long-poll for newer ones
     sample prompts; generate G completions each, with behavior log-probs and the version
     score them with the reward source (delayed sources answer later via poll())
     send complete groups to the learner within credits
+
+Where the sink has no credits (tests, benchmarks), a version feeds at most max_staleness + 1
+generations instead. Every wait returns early once `stop` is set.
 """
 
 from __future__ import annotations
@@ -30,7 +33,12 @@ from rewardloop.scoring import EXPIRED, Score, Scorer, ScoreRequest
 from rewardloop.trajectory import RewardPart, Trajectory
 
 log = logging.getLogger(__name__)
-WeightSource = Callable[[int], "tuple[int, dict[str, torch.Tensor]] | None"]
+WeightUpdate = tuple[int, dict[str, torch.Tensor]] | None
+WeightSource = Callable[[int], WeightUpdate]
+"""poll(have_version) -> (version, state_dict) if a newer one is published, else None (no wait)."""
+WeightWait = Callable[[int, float], WeightUpdate]
+"""wait(newer_than, timeout_s): like poll, but blocks up to timeout_s for a newer version."""
+WAIT_SLICE_S = 0.5  # longest single blocking call, so that a set `stop` is seen this soon
 
 
 @dataclass
@@ -41,6 +49,9 @@ class _PendingGroup:
 
 
 class RolloutWorker:
+    """One worker's loop. `weights` polls for newer weights; `wait_weights`, when given, is the
+    long-poll used while the worker must have newer ones (else it polls every few ms)."""
+
     def __init__(
         self,
         worker_id: str,
@@ -52,6 +63,7 @@ class RolloutWorker:
         sink,
         weights: WeightSource | None = None,
         seed: int = 0,
+        wait_weights: WeightWait | None = None,
     ):
         self.worker_id = worker_id
         self.cfg = cfg
@@ -61,6 +73,7 @@ class RolloutWorker:
         self.reward = reward
         self.sink = sink
         self.weights = weights
+        self.wait_weights = wait_weights if weights is not None else None
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.version = 0
@@ -68,6 +81,7 @@ class RolloutWorker:
         self.pending: dict[str, _PendingGroup] = {}
         self.counters = {
             "generations": 0,
+            "groups": 0,
             "trajectories": 0,
             "tokens": 0,
             "sent": 0,
@@ -85,9 +99,12 @@ class RolloutWorker:
 
     # -- weights -------------------------------------------------------------------------
     def maybe_swap_weights(self) -> bool:
+        """Load the newest published weights if they are newer (one poll, no waiting)."""
         if self.weights is None:
             return False
-        update = self.weights(self.version)
+        return self._apply(self.weights(self.version))
+
+    def _apply(self, update: WeightUpdate) -> bool:
         if update is None:
             return False
         version, state = update
@@ -99,20 +116,46 @@ class RolloutWorker:
         self.counters["weight_swaps"] += 1
         return True
 
-    def wait_for_fresh_weights(self, timeout_s: float) -> None:
-        """Bound staleness at the source: a version feeds at most max_staleness + 1 generations."""
-        if self.weights is None or self.generations_on_version <= self.cfg.learner.max_staleness:
+    def required_version(self) -> int:
+        """The oldest weights whose data the learner can still use (version-aware admission).
+
+        With a credit-granting sink: its latest grant says the learner is at version L, and
+        nothing sent now is trained on before L, so weights older than L - max_staleness
+        would make data that is dropped on arrival. Otherwise: a version feeds at most
+        max_staleness + 1 generations."""
+        staleness = self.cfg.learner.max_staleness
+        learner_version = getattr(self.sink, "learner_version", None)
+        if isinstance(learner_version, int) and learner_version >= 0:
+            return learner_version - staleness
+        if self.generations_on_version > staleness:
+            return self.version + 1
+        return self.version
+
+    def wait_for_fresh_weights(self, stop: threading.Event, timeout_s: float) -> None:
+        """Swap to the newest weights; block (long-poll) while they are older than
+        `required_version()`. Gives up after `timeout_s` (generating anyway) or on stop."""
+        if self.weights is None:
+            return
+        self.maybe_swap_weights()
+        if self.version >= self.required_version():
             return
         t0 = time.monotonic()
-        while not self.maybe_swap_weights():
-            if time.monotonic() - t0 > timeout_s:
+        while self.version < self.required_version() and not stop.is_set():
+            left = timeout_s - (time.monotonic() - t0)
+            if left <= 0:
                 log.warning(
-                    "worker %s: no new weights after %.0fs; generating anyway",
+                    "worker %s: no weights >= v%d after %.0fs; generating with v%d anyway",
                     self.worker_id,
+                    self.required_version(),
                     timeout_s,
+                    self.version,
                 )
                 break
-            self._idle()
+            if self.pending or self.wait_weights is None:
+                self._idle()  # delayed rewards keep flowing meanwhile
+                self.maybe_swap_weights()
+            else:
+                self._apply(self.wait_weights(self.version, min(left, WAIT_SLICE_S)))
         self.counters["waited_for_version_s"] += time.monotonic() - t0
 
     def wait_for_ratings(self, stop: threading.Event, timeout_s: float) -> bool:
@@ -145,23 +188,37 @@ class RolloutWorker:
             log.warning("worker %s: %s; retrying", self.worker_id, exc)
         time.sleep(0.05)  # polls the reward source ~20 times a second, not in a hot loop
 
-    def wait_for_room(self, timeout_s: float) -> None:
+    def wait_for_room(self, stop: threading.Event, timeout_s: float) -> int:
         """Generate only when the learner has room for the result: data made while its buffer
-        is full would only grow stale waiting for credits (and be dropped)."""
+        is full would only grow stale waiting for credits (and be dropped). Returns how many
+        groups to generate: as many as the credits cover (they come in whole groups, beyond
+        those reserved by groups awaiting rewards), at most prompts_per_generation and at
+        least one (after a timeout, send() waits for the rest)."""
+        rc = self.cfg.rollout
         wait = getattr(self.sink, "wait_for_credits", None)
         if wait is None:
-            return
+            return rc.prompts_per_generation
+        reserved = sum(len(p.members) for p in self.pending.values())
         t0 = time.monotonic()
-        rc = self.cfg.rollout
-        wait(rc.prompts_per_generation * rc.group_size, timeout_s)
+        while not stop.is_set():
+            slice_s = min(timeout_s - (time.monotonic() - t0), WAIT_SLICE_S)
+            t_call = time.monotonic()
+            if slice_s <= 0 or wait(reserved + rc.group_size, slice_s):
+                break
+            if time.monotonic() - t_call < slice_s / 2:
+                break  # the stream ended or was aborted: send() reconnects or says why
         self.counters["waited_for_credits_s"] += time.monotonic() - t0
-        self.maybe_swap_weights()  # the learner may have moved on while we waited
+        credits = getattr(self.sink, "credits", None)
+        if not isinstance(credits, int):
+            return rc.prompts_per_generation
+        return max(1, min(rc.prompts_per_generation, (credits - reserved) // rc.group_size))
 
     # -- one generation ------------------------------------------------------------------
-    def generate(self) -> list[Trajectory]:
-        """Sample one batch of groups; returns trajectories (reward filled in when known)."""
+    def generate(self, n_groups: int | None = None) -> list[Trajectory]:
+        """Sample `n_groups` prompts (default prompts_per_generation) and a group of G
+        completions for each; returns trajectories (reward filled in when known)."""
         rc = self.cfg.rollout
-        prompts = self.prompts.sample(rc.prompts_per_generation, self.rng)
+        prompts = self.prompts.sample(n_groups or rc.prompts_per_generation, self.rng)
         prompt_ids = [
             self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts
         ]
@@ -206,6 +263,7 @@ class RolloutWorker:
         self.counters["generate_s"] += t1 - t0
         self.counters["reward_s"] += time.perf_counter() - t1
         self.counters["generations"] += 1
+        self.counters["groups"] += len(prompts)
         self.counters["trajectories"] += len(trajectories)
         self.counters["tokens"] += sum(len(s.completion_ids) for s in samples)
         self.generations_on_version += 1
@@ -262,18 +320,18 @@ class RolloutWorker:
     def run(self, stop: threading.Event, max_generations: int | None = None) -> dict:
         """The loop; returns counters. Transient learner unavailability is retried, not fatal."""
         timeout = self.cfg.rollout.rpc_timeout_s
-        self.maybe_swap_weights()
         while not stop.is_set() and (
             max_generations is None or self.counters["generations"] < max_generations
         ):
-            self.maybe_swap_weights()
-            self.wait_for_fresh_weights(timeout)
-            if stop.is_set():
-                break
             if not self.wait_for_ratings(stop, timeout):
                 continue
-            self.wait_for_room(timeout)
-            self.generate()
+            n_groups = self.wait_for_room(stop, timeout)
+            if stop.is_set():
+                break
+            self.wait_for_fresh_weights(stop, timeout)  # after the grant: it names the version
+            if stop.is_set():
+                break
+            self.generate(n_groups)
             try:
                 self.flush()
             except Unavailable as exc:

@@ -11,6 +11,7 @@ stream granted.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import queue
 import threading
@@ -24,7 +25,7 @@ from rewardloop import grpc_util
 from rewardloop.errors import Unavailable
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.trajectory import Trajectory
-from rewardloop.wire import trajectory_to_proto
+from rewardloop.wire import batch_to_proto
 
 
 @dataclass
@@ -171,6 +172,12 @@ class TrajectoryClient:
         st = self._stream
         return st.credits if st is not None and not st.ended else 0
 
+    @property
+    def learner_version(self) -> int:
+        """The learner's weight version as of its latest Ack or grant (-1 before any)."""
+        st = self._stream
+        return st.learner_version if st is not None else -1
+
     def stats(self) -> dict:
         """Counters since construction; `*_on_stream` are the current stream's totals."""
         out = dict(self._stats)
@@ -232,8 +239,10 @@ class TrajectoryClient:
         if not trajs:
             return result
         with self._send_lock:
-            pending = [trajectory_to_proto(t) for t in trajs]
-            unacked: dict[int, tuple[float, list]] = {}  # seq -> (sent at, protos)
+            # Encoded batch by batch as credits allow (the first batch leaves at once, and
+            # encoding overlaps the learner's work on the previous batches).
+            pending = collections.deque(trajs)
+            unacked: dict[int, tuple[float, list[Trajectory]]] = {}  # seq -> (sent at, batch)
             breaks = 0
             credit_wait_since: float | None = None
             while pending or unacked:
@@ -241,14 +250,14 @@ class TrajectoryClient:
                     raise Unavailable(f"trajectory client for {self.target}: aborted")
                 st = self._stream or self._connect()
                 with st.cond:
-                    for seq in [s for s in unacked if s in st.acks]:
+                    for seq in [s for s in st.acks if s in unacked]:
                         result.add_ack(st.acks.pop(seq))
                         del unacked[seq]
                     if st.ended:
                         # Re-send what was not acked, in the original order, on a new stream.
-                        pending = [
-                            p for _, (_, ps) in sorted(unacked.items()) for p in ps
-                        ] + pending
+                        pending.extendleft(
+                            reversed([t for _, (_, ts) in sorted(unacked.items()) for t in ts])
+                        )
                         unacked.clear()
                         breaks += 1
                         self._drop_stream(st)
@@ -262,12 +271,9 @@ class TrajectoryClient:
                     while pending and st.credits > 0:
                         k = min(st.credits, self.batch_size, len(pending))
                         seq = next(self._seq)
-                        batch = trajectory_pb2.TrajectoryBatch(
-                            batch_seq=seq, trajectories=pending[:k]
-                        )
-                        st.put(batch, k)
-                        unacked[seq] = (time.monotonic(), pending[:k])
-                        pending = pending[k:]
+                        chunk = [pending.popleft() for _ in range(k)]
+                        st.put(batch_to_proto(seq, chunk), k)
+                        unacked[seq] = (time.monotonic(), chunk)
                         self._stats["sent"] += k
                         self._stats["batches"] += 1
                     if not pending and not unacked:
@@ -275,7 +281,7 @@ class TrajectoryClient:
                     now = time.monotonic()
                     if unacked:
                         credit_wait_since = None
-                        seq0, (t0, _) = min(unacked.items())
+                        seq0, (t0, _) = next(iter(unacked.items()))  # the oldest: seqs grow
                         left = t0 + self.timeout_s - now
                         what = f"ack for batch {seq0}"
                     else:

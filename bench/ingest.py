@@ -3,27 +3,34 @@
 A worker process streams N trajectories (256 tokens each: a 32-token prompt and a 224-token
 completion with one behavior log-prob per token, ids and reward parts as rollout workers fill
 them) to a real `IngestServer` in this process, through a real `TrajectoryClient`. A drain
-thread takes each group from the buffer as soon as it completes (an infinitely fast learner), so
-credits come back and the figure is what the stream itself can carry. The baseline moves the
-very same serialized `TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to
-a thread that only reads them. A second baseline also parses each frame as protobuf, and a
-single-threaded profile times each stage, which says where the gRPC path spends its time.
+thread takes each group from the buffer as soon as it completes (`--take-groups 3` takes a
+learner step's worth at once): an infinitely fast learner, so credits come back and the figure
+is what the stream itself can carry. The baseline moves the very same
+serialized `TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to a thread
+that only reads them. Two more baselines say what bounds the gRPC figure: raw TCP + protobuf
+parse, and a bare gRPC stream of the same bytes (no decoding, no credits, a 0-byte answer per
+message: the most any gRPC-Python ingest can do at this batch size). A single-threaded profile
+times each stage of our path.
 
     rewardloop bench ingest --json [--trajectories 4096] [--batch-size 24] [--capacity 96]
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 
+import numpy as np
+
 from rewardloop.bench import common
+from rewardloop.config import LearnerConfig
 from rewardloop.trajectory import RewardPart, Trajectory
 
 GOAL_RATIO_MIN = 0.5
-VOCAB = 32000  # a realistic LM vocabulary: token ids take 2-3 varint bytes like real ones
+VOCAB = 32000  # a realistic LM vocabulary
 READERS = ("alice", "bob", "carol")
+_FLOOR_SERVICE = "rewardloop.bench.BareStream"
+_FLOOR_METHOD = f"/{_FLOOR_SERVICE}/Stream"
 
 
 def make_trajectories(
@@ -35,21 +42,21 @@ def make_trajectories(
     worker_id: str = "worker-0",
 ) -> list[Trajectory]:
     """`n` trajectories in groups of `group_size`, fields filled the way rollout workers do."""
-    rng = random.Random(seed)
+    rng = np.random.default_rng(seed)
     out: list[Trajectory] = []
     while len(out) < n:
-        group_id = f"{rng.getrandbits(128):032x}"
-        prompt = [rng.randrange(VOCAB) for _ in range(prompt_len)]
+        group_id = rng.bytes(16).hex()
+        prompt = rng.integers(0, VOCAB, prompt_len)
         key = READERS[len(out) // group_size % len(READERS)]
         for _ in range(group_size):
             liked = float(rng.random() < 0.4)
             out.append(
                 Trajectory(
-                    id=f"{rng.getrandbits(128):032x}",
+                    id=rng.bytes(16).hex(),
                     group_id=group_id,
                     prompt_ids=prompt,
-                    completion_ids=[rng.randrange(VOCAB) for _ in range(completion_len)],
-                    behavior_logprobs=[-rng.expovariate(0.7) for _ in range(completion_len)],
+                    completion_ids=rng.integers(0, VOCAB, completion_len),
+                    behavior_logprobs=-rng.exponential(1 / 0.7, completion_len),
                     reward=liked,
                     policy_version=0,
                     worker_id=worker_id,
@@ -66,15 +73,11 @@ def make_trajectories(
 
 def serialized_batches(trajs: list[Trajectory], batch_size: int) -> list[bytes]:
     """The TrajectoryBatch messages a TrajectoryClient would send, serialized."""
-    from rewardloop.pb import trajectory_pb2
-    from rewardloop.wire import trajectory_to_proto
+    from rewardloop.wire import batch_to_proto
 
-    protos = [trajectory_to_proto(t) for t in trajs]
     return [
-        trajectory_pb2.TrajectoryBatch(
-            batch_seq=i // batch_size + 1, trajectories=protos[i : i + batch_size]
-        ).SerializeToString()
-        for i in range(0, len(protos), batch_size)
+        batch_to_proto(i // batch_size + 1, trajs[i : i + batch_size]).SerializeToString()
+        for i in range(0, len(trajs), batch_size)
     ]
 
 
@@ -91,12 +94,20 @@ def client_grpc(address: str, n: int, seed: int, batch_size: int, per_call: int)
     with TrajectoryClient(address, "bench", timeout_s=60.0, batch_size=batch_size) as client:
         client.send(warmup)  # opens the stream (hello, credits) outside the timed part
         step = per_call if per_call > 0 else len(trajs)
+        batches0 = client.stats()["batches"]
         t0 = time.perf_counter()
         accepted = 0
         for i in range(0, len(trajs), step):
             accepted += client.send(trajs[i : i + step]).n_accepted
         seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "bytes": nbytes, "n": len(trajs), "accepted": accepted}
+        batches = client.stats()["batches"] - batches0
+    return {
+        "seconds": seconds,
+        "bytes": nbytes,
+        "n": len(trajs),
+        "accepted": accepted,
+        "messages": batches,
+    }
 
 
 def client_tcp(port: int, n: int, seed: int, batch_size: int) -> dict:
@@ -106,11 +117,37 @@ def client_tcp(port: int, n: int, seed: int, batch_size: int) -> dict:
     return {"seconds": seconds, "bytes": sum(len(f) for f in frames), "n": n, "accepted": n}
 
 
+def client_grpc_floor(port: int, n: int, seed: int, batch_size: int) -> dict:
+    """Send the same serialized batches as raw bytes on a bare gRPC bidi stream."""
+    from rewardloop import grpc_util
+
+    frames = serialized_batches(make_trajectories(n, seed, worker_id="bench"), batch_size)
+    channel = grpc_util.new_channel(f"127.0.0.1:{port}")
+    try:
+        call = channel.stream_stream(_FLOOR_METHOD)  # no (de)serializers: bytes in, bytes out
+        sum(1 for _ in call(iter(frames[:2]), timeout=60.0))  # connect outside the timed part
+        t0 = time.perf_counter()
+        answers = sum(1 for _ in call(iter(frames), timeout=120.0))
+        seconds = time.perf_counter() - t0
+    finally:
+        channel.close()
+    if answers != len(frames):
+        raise RuntimeError(f"bare gRPC stream: {answers} answers for {len(frames)} messages")
+    nbytes = sum(len(f) for f in frames)
+    return {"seconds": seconds, "bytes": nbytes, "n": n, "accepted": n, "messages": len(frames)}
+
+
 # ---- the learner side (this process) ---------------------------------------------------
 
 
 def run_grpc(
-    workers: common.Workers, n: int, seed: int, batch_size: int, capacity: int, per_call: int
+    workers: common.Workers,
+    n: int,
+    seed: int,
+    batch_size: int,
+    capacity: int,
+    per_call: int,
+    take_groups: int,
 ) -> dict:
     from rewardloop.learner.buffer import TrajectoryBuffer
     from rewardloop.learner.ingest_server import IngestServer
@@ -119,13 +156,10 @@ def run_grpc(
     server = IngestServer(buffer, version_fn=lambda: 0, vocab_size=VOCAB, capacity=capacity)
     port = server.start()
     stop = threading.Event()
-    taken = [0]
 
-    def drain() -> None:  # an infinitely fast learner: take each group as it completes
+    def drain() -> None:  # an infinitely fast learner: takes groups as soon as they complete
         while not stop.is_set():
-            groups = buffer.take_groups(1, 0, timeout_s=0.1)
-            if groups:
-                taken[0] += sum(len(g) for g in groups)
+            buffer.take_groups(take_groups, 0, timeout_s=0.1)
 
     thread = threading.Thread(target=drain, daemon=True, name="bench-drain")
     thread.start()
@@ -136,7 +170,9 @@ def run_grpc(
         thread.join(timeout=5)
         server.stop(grace_s=1.0)
     out["server"] = {
-        k: v for k, v in server.stats().items() if k in ("batches", "bytes", "accepted")
+        k: v
+        for k, v in server.stats().items()
+        if k in ("batches", "bytes", "accepted", "credit_acks", "acks_sent")
     }
     if out["accepted"] != out["n"]:
         raise RuntimeError(f"ingest bench: only {out['accepted']} of {out['n']} accepted")
@@ -158,29 +194,49 @@ def run_tcp(workers: common.Workers, n: int, seed: int, batch_size: int, parse: 
         sink.close()
 
 
+def run_grpc_floor(workers: common.Workers, n: int, seed: int, batch_size: int) -> dict:
+    """A gRPC server that reads each message and answers 0 bytes: gRPC-Python's own cost."""
+    import grpc
+
+    from rewardloop import grpc_util
+
+    def stream(requests, context):
+        for _ in requests:
+            yield b""
+
+    server = grpc_util.new_server(4)
+    handler = grpc.stream_stream_rpc_method_handler(stream)  # bytes in, bytes out
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(_FLOOR_SERVICE, {"Stream": handler}),)
+    )
+    port = grpc_util.bind(server, "127.0.0.1", 0)
+    server.start()
+    try:
+        return workers.call(0, client_grpc_floor, port, n, seed, batch_size)
+    finally:
+        server.stop(1.0).wait(2.0)
+
+
 def profile(n: int, batch_size: int) -> dict:
     """Single-threaded microseconds per trajectory of every stage on the gRPC path."""
     from rewardloop.learner.buffer import TrajectoryBuffer
     from rewardloop.pb import trajectory_pb2
-    from rewardloop.wire import trajectory_from_proto, trajectory_to_proto
+    from rewardloop.wire import batch_to_proto, trajectories_from_protos
 
     trajs = make_trajectories(n, seed=99)
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    protos = [trajectory_to_proto(x) for x in trajs]
-    stages["client: Trajectory -> proto"] = time.perf_counter() - t
+    batches = [batch_to_proto(1, trajs[i : i + batch_size]) for i in range(0, n, batch_size)]
+    stages["client: encode batch (Trajectory -> proto, arrays -> bytes)"] = time.perf_counter() - t
     t = time.perf_counter()
-    blobs = [
-        trajectory_pb2.TrajectoryBatch(trajectories=protos[i : i + batch_size]).SerializeToString()
-        for i in range(0, n, batch_size)
-    ]
+    blobs = [b.SerializeToString() for b in batches]
     stages["client: serialize batch"] = time.perf_counter() - t
     t = time.perf_counter()
-    msgs = [m for b in blobs for m in trajectory_pb2.TrajectoryBatch.FromString(b).trajectories]
+    parsed = [trajectory_pb2.TrajectoryBatch.FromString(b) for b in blobs]
     stages["server: parse batch"] = time.perf_counter() - t
     t = time.perf_counter()
-    decoded = [trajectory_from_proto(m, VOCAB) for m in msgs]
-    stages["server: validate + proto -> Trajectory"] = time.perf_counter() - t
+    decoded = [x for b in parsed for x in trajectories_from_protos(b.trajectories, VOCAB)]
+    stages["server: validate + decode batch (numpy) -> Trajectory"] = time.perf_counter() - t
     buffer = TrajectoryBuffer(capacity=n, max_staleness=1)
     t = time.perf_counter()
     for x in decoded:
@@ -198,11 +254,33 @@ def profile(n: int, batch_size: int) -> dict:
     }
 
 
+def _figure(rs: list[dict]) -> dict:
+    secs = [x["seconds"] for x in rs]
+    out = {
+        "seconds": common.spread(secs),
+        "trajectories_per_s": round(rs[0]["n"] / common.median(secs), 1),
+        "MB_per_s": round(rs[0]["bytes"] / common.median(secs) / 1e6, 2),
+        "bytes": rs[0]["bytes"],
+        "trajectories": rs[0]["n"],
+    }
+    if "messages" in rs[0]:
+        out["messages"] = rs[0]["messages"]
+        out["us_per_message"] = round(common.median(secs) / rs[0]["messages"] * 1e6, 1)
+    return out
+
+
 def main(argv: list[str]) -> dict:
     p = common.parser("ingest", __doc__.split("\n")[0])
     p.add_argument("--trajectories", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=24, help="trajectories per TrajectoryBatch")
     p.add_argument("--capacity", type=int, default=96, help="learner buffer capacity = credits")
+    p.add_argument(
+        "--take-groups",
+        type=int,
+        default=1,
+        help="groups the drain (an infinitely fast learner) takes at once "
+        f"(a learner step takes learner.groups_per_step = {LearnerConfig.groups_per_step})",
+    )
     p.add_argument(
         "--per-call",
         type=int,
@@ -211,31 +289,28 @@ def main(argv: list[str]) -> dict:
     )
     args = p.parse_args(argv)
     n = args.trajectories - args.trajectories % 8 or 8
-    runs: dict[str, list[dict]] = {"grpc": [], "grpc_per_call": [], "tcp": [], "tcp_parse": []}
+    runs: dict[str, list[dict]] = {
+        "grpc": [],
+        "grpc_per_call": [],
+        "grpc_bare_stream": [],
+        "tcp": [],
+        "tcp_parse": [],
+    }
+    grpc_args = (args.batch_size, args.capacity)
     with common.Workers(1) as workers:
         for r in range(args.repeats):
             seed = 1000 * (r + 1)
             common.log(f"ingest: repeat {r + 1}/{args.repeats}")
             runs["tcp"].append(run_tcp(workers, n, seed, args.batch_size, parse=False))
             runs["tcp_parse"].append(run_tcp(workers, n, seed + 1, args.batch_size, parse=True))
-            runs["grpc"].append(run_grpc(workers, n, seed + 2, args.batch_size, args.capacity, 0))
+            runs["grpc_bare_stream"].append(run_grpc_floor(workers, n, seed + 4, args.batch_size))
+            runs["grpc"].append(run_grpc(workers, n, seed + 2, *grpc_args, 0, args.take_groups))
             if args.per_call:
                 runs["grpc_per_call"].append(
-                    run_grpc(workers, n, seed + 3, args.batch_size, args.capacity, args.per_call)
+                    run_grpc(workers, n, seed + 3, *grpc_args, args.per_call, args.take_groups)
                 )
-    figures = {}
-    for name, rs in runs.items():
-        if not rs:
-            continue
-        secs = [x["seconds"] for x in rs]
-        figures[name] = {
-            "seconds": common.spread(secs),
-            "trajectories_per_s": round(rs[0]["n"] / common.median(secs), 1),
-            "MB_per_s": round(rs[0]["bytes"] / common.median(secs) / 1e6, 2),
-            "bytes": rs[0]["bytes"],
-            "trajectories": rs[0]["n"],
-        }
-    grpc, tcp = figures["grpc"], figures["tcp"]
+    figures = {name: _figure(rs) for name, rs in runs.items() if rs}
+    grpc, tcp, bare = figures["grpc"], figures["tcp"], figures["grpc_bare_stream"]
     comparisons = [
         common.comparison(
             "ingest throughput: gRPC stream vs raw TCP",
@@ -248,6 +323,18 @@ def main(argv: list[str]) -> dict:
             "ingest throughput: gRPC stream vs raw TCP + protobuf parse",
             ("IngestServer via TrajectoryClient", grpc["MB_per_s"], "MB/s"),
             ("raw TCP + TrajectoryBatch.FromString", figures["tcp_parse"]["MB_per_s"], "MB/s"),
+        ),
+        common.comparison(
+            "ingest throughput: gRPC stream vs a bare gRPC stream of the same bytes",
+            ("IngestServer via TrajectoryClient", grpc["MB_per_s"], "MB/s"),
+            ("bare gRPC-Python stream (no decode, no credits)", bare["MB_per_s"], "MB/s"),
+            note=f"bare stream: {bare['us_per_message']} us per message of "
+            f"{args.batch_size} trajectories; ours: {grpc['us_per_message']} us",
+        ),
+        common.comparison(
+            "transport ceiling: bare gRPC-Python stream vs raw TCP, same bytes",
+            ("bare gRPC-Python stream", bare["MB_per_s"], "MB/s"),
+            ("raw TCP, same bytes", tcp["MB_per_s"], "MB/s"),
         ),
     ]
     if "grpc_per_call" in figures:
@@ -267,6 +354,7 @@ def main(argv: list[str]) -> dict:
             "tokens_per_trajectory": 256,
             "batch_size": args.batch_size,
             "capacity": args.capacity,
+            "take_groups": args.take_groups,
             "repeats": args.repeats,
             "vocab": VOCAB,
         },

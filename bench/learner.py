@@ -13,7 +13,11 @@ warm-up (the first `--skip` steps: worker start-up, first weights). Two deployme
 
 Steady-state wait fraction = sum(wait_s) / wall time over the steps after the warm-up.
 
-    rewardloop bench learner --json [--steps 40] [--max-workers 3] [--modes service,ray]
+    rewardloop bench learner --json [--steps 40] [--max-workers 3 | --workers 3,6,9]
+                                    [--modes service,ray] [--set learner.max_staleness=2]
+
+With max_staleness s, at most groups_per_step x max(1, s) groups are in flight at once (the
+staleness budget, learner/credits.py), so more workers than that cannot cut the wait.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def worker_run(worker_id: str, seed: int, endpoints: dict, stop_file: str, overr
         client,
         weights=weights.poll,
         seed=seed,
+        wait_weights=getattr(weights, "wait_for_version", None),  # long-poll when there is one
     )
     stop = threading.Event()
 
@@ -68,6 +73,7 @@ def worker_run(worker_id: str, seed: int, endpoints: dict, stop_file: str, overr
         while not os.path.exists(stop_file):
             time.sleep(0.05)
         stop.set()
+        client.abort()  # a wait for credits returns now
 
     threading.Thread(target=watch, daemon=True).start()
     try:
@@ -193,8 +199,16 @@ def steady(metrics: list[dict], skip: int) -> dict:
         "wait_fraction": round(wait / wall, 4) if wall > 0 else None,
         "median_split_s": split,
         "lag_mean": round(sum(m["lag_mean"] for m in window) / len(window), 3),
+        # trajectories the loop made for nothing: too stale to train on (whole run)
+        "dropped_stale": window[-1].get("dropped_stale", 0),
+        "rejected": _count(window[-1].get("rejected", 0)),
         "trajectories_per_s": round((window[-1]["trajectories"] - base["trajectories"]) / wall, 1),
     }
+
+
+def _count(rejected: int | dict) -> int:
+    """The buffer reports rejections by reason; their total."""
+    return sum(rejected.values()) if isinstance(rejected, dict) else int(rejected)
 
 
 def main(argv: list[str]) -> dict:
@@ -202,6 +216,9 @@ def main(argv: list[str]) -> dict:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--skip", type=int, default=5, help="warm-up steps left out of the figures")
     p.add_argument("--max-workers", type=int, default=3)
+    p.add_argument(
+        "--workers", default="", help="worker counts to run, e.g. 3,6,9 (default 1..max-workers)"
+    )
     p.add_argument("--modes", default="service,ray")
     p.add_argument(
         "--set",
@@ -219,10 +236,13 @@ def main(argv: list[str]) -> dict:
     args = p.parse_args(argv)
     args.overrides = [f"learner.wait_timeout_s={args.stall_timeout_s}", *args.overrides]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    counts = sorted({int(k) for k in args.workers.split(",") if k.strip()}) or list(
+        range(1, args.max_workers + 1)
+    )
     results: dict = {m: {} for m in modes}
     comps = []
     for mode in modes:
-        for k in range(1, args.max_workers + 1):
+        for k in counts:
             common.log(f"learner: {mode}, {k} worker(s), {args.steps} steps")
             with common.Workers(k if mode == "service" else 1, timeout_s=900) as workers:
                 if mode == "service":
@@ -234,7 +254,7 @@ def main(argv: list[str]) -> dict:
             if run.get("status"):
                 figures["status_at_error"] = run["status"]
             results[mode][str(k)] = figures
-            goal = {"ratio_max": GOAL_WAIT_MAX} if k == args.max_workers else {}
+            goal = {"ratio_max": GOAL_WAIT_MAX} if k == counts[-1] else {}
             if figures.get("wait_fraction") is None:  # the loop failed: say so, goal not met
                 nan = float("nan")
                 comps.append(
@@ -255,7 +275,9 @@ def main(argv: list[str]) -> dict:
                     note="ratio = wait fraction; split (median s/step): "
                     + ", ".join(
                         f"{key} {v * 1e3:.1f} ms" for key, v in figures["median_split_s"].items()
-                    ),
+                    )
+                    + f"; dropped stale {figures['dropped_stale']}, rejected"
+                    f" {figures['rejected']}, {figures['trajectories_per_s']} trajectories/s",
                     **goal,
                 )
             )
@@ -266,7 +288,7 @@ def main(argv: list[str]) -> dict:
         settings={
             "steps": args.steps,
             "skip": args.skip,
-            "max_workers": args.max_workers,
+            "workers": counts,
             "modes": modes,
             "overrides": args.overrides,
         },

@@ -3,16 +3,27 @@
 Workers are separate processes, as rollout workers are. For each payload (the tiny default
 model, and a synthetic ~100 MB state dict) and each worker count, one version is delivered:
 
-- grpc: the learner's path for external workers. `state_dict_to_bytes` + `WeightServer.publish`
-  in this process, then every worker's `WeightClient.poll_bytes` (chunks, sha256 check) and
-  `state_dict_from_bytes`, so the worker holds tensors it can load. `grpc_transfer` is the
-  same without the (de)serialization: pre-built safetensors bytes, poll only.
-- object_store: the in-cluster path. A publisher actor `ray.put`s the state dict (as
-  LearnerActor does), then every worker actor asks it for the ref and `ray.get`s the tensors.
-- raw TCP: the same safetensors bytes, length-prefixed, one loopback connection per worker.
+- grpc (end to end): every worker is already blocked in `WeightClient.wait_for_version`, the
+  long-poll a rollout worker waits on. The clock starts when the learner has the new weights
+  (a CPU state dict) and calls `WeightServer.publish(version, state)`, which encodes the
+  version once (safetensors layout, digest, chunk messages), and stops when the last worker
+  holds usable tensors (chunks parsed into one buffer, digest checked, decoded).
+- grpc_transport: the version is already published (encoded); the clock runs from asking the
+  workers (`poll_bytes`, then decode) until the last worker holds usable tensors.
+- raw TCP: the same safetensors bytes, length-prefixed, one loopback connection per worker
+  (`common.fetch_payload`: received into one buffer; no integrity check, no decode).
 - memcpy: one copy of the same bytes into a preallocated buffer (the floor).
+- object_store: the in-cluster path. A publisher actor `ray.put`s the version as LearnerActor
+  does (`ObjectStoreWeights`: one contiguous safetensors buffer), then every worker actor asks
+  it for the ref and `ray.get`s it, which yields the state dict (private tensors).
 
-Time runs from the moment the learner has the new weights until the last worker has them.
+**Which figure the goal check uses.** The goal (gRPC >= 0.6 x raw TCP) is checked on
+grpc_transport: raw TCP is handed bytes that are already serialized and ends with bytes in a
+buffer, so the comparable gRPC figure also starts from a ready version; it still includes
+everything a worker does per version (parse, copy into one buffer, digest, decode). The
+learner's encoding happens once per version however many workers there are; the end-to-end
+figure, which includes it, is reported next to it against the same raw TCP time (a ratio
+without a goal), and `stages` breaks the encoding down.
 
     rewardloop bench weights --json [--sizes tiny,100] [--workers 1,2,4] [--no-ray]
 """
@@ -60,27 +71,21 @@ def payload_state(size: str) -> tuple[str, dict[str, torch.Tensor]]:
 _CLIENTS: dict = {}
 
 
-def worker_grpc(address: str, have_version: int, decode: bool) -> dict:
+def worker_grpc(address: str, newer_than: int, wait_s: float) -> dict:
+    """Fetch the version after `newer_than` (waiting up to `wait_s` for it) and decode it."""
     from rewardloop.actors.weight_client import WeightClient
     from rewardloop.weight_wire import state_dict_from_bytes
 
-    t_start = time.monotonic()
     torch.set_num_threads(1)
     client = _CLIENTS.get(address) or _CLIENTS.setdefault(address, WeightClient(address, 120.0))
-    got = client.poll_bytes(have_version)
+    t_start = time.monotonic()
+    got = client.wait_for_version_bytes(newer_than, wait_s)
     if got is None:
-        raise RuntimeError(f"weights bench: no version newer than {have_version}")
+        raise RuntimeError(f"weights bench: no version newer than {newer_than}")
     t_got = time.monotonic()
-    if decode:
-        state_dict_from_bytes(got[1])
+    state = state_dict_from_bytes(got[1])
     t_end = time.monotonic()
-    return {
-        "t_start": t_start,
-        "t_got": t_got,
-        "t_end": t_end,
-        "bytes": len(got[1]),
-        "version": got[0],
-    }
+    return {"t_start": t_start, "t_got": t_got, "t_end": t_end, "tensors": len(state)}
 
 
 def worker_tcp(port: int) -> dict:
@@ -100,7 +105,9 @@ class _Publisher:
         import ray
 
         t0 = time.monotonic()
-        self.latest = (version, [ray.put(self.state)])  # as LearnerActor._publish
+        from rewardloop.weight_wire import ObjectStoreWeights
+
+        self.latest = (version, [ray.put(ObjectStoreWeights(self.state))])  # as LearnerActor
         return time.monotonic() - t0
 
     def latest_weights(self, have_version: int):
@@ -115,27 +122,39 @@ class _Fetcher:
 
         version, (ref,) = ray.get(publisher.latest_weights.remote(have_version), timeout=120)
         state = ray.get(ref, timeout=120)
-        nbytes = sum(t.numel() * t.element_size() for t in state.values())
-        return {"t_end": time.monotonic(), "bytes": nbytes, "version": version}
+        return {"t_end": time.monotonic(), "tensors": len(state), "version": version}
 
 
 # ---- one delivery per transport --------------------------------------------------------
 
 
-def deliver_grpc(workers, server, state, payload, version: int, k: int, full: bool) -> float:
-    from rewardloop.weight_wire import state_dict_to_bytes
-
+def deliver_grpc(workers, server, state, version: int, k: int) -> tuple[float, dict]:
+    """End to end: workers long-poll; publish(state) encodes; the last worker decodes."""
+    subscribes = server.stats().get("subscribes", 0)
+    for i in range(k):
+        workers.submit(i, worker_grpc, server.address, version - 1, 120.0)
+    deadline = time.monotonic() + 60.0
+    while server.stats().get("subscribes", 0) < subscribes + k and time.monotonic() < deadline:
+        time.sleep(0.001)  # until every worker's long-poll is held by the server
+    time.sleep(0.005)
     t0 = time.monotonic()
-    server.publish(version, state_dict_to_bytes(state) if full else payload)
+    server.publish(version, state)
     t_published = time.monotonic()
-    ends = workers.map(k, worker_grpc, [(server.address, version - 1, full)] * k)
-    phases = {  # where one delivery went: learner side, hand-off, transfer, decode
-        "publish_s": t_published - t0,
-        "to_worker_s": max(e["t_start"] for e in ends) - t_published,
-        "poll_bytes_s": max(e["t_got"] - e["t_start"] for e in ends),
+    ends = [workers.result(i) for i in range(k)]
+    phases = {  # where one delivery went: the learner's encoding, the transfer, the decode
+        "publish_s (encode)": t_published - t0,
+        "transfer_s (publish -> last verified buffer)": max(e["t_got"] for e in ends) - t_published,
         "decode_s": max(e["t_end"] - e["t_got"] for e in ends),
     }
     return max(e["t_end"] for e in ends) - t0, phases
+
+
+def deliver_grpc_transport(workers, server, payload: bytes, version: int, k: int) -> float:
+    """Transport only: the version is published (encoded) first; workers poll and decode."""
+    server.publish(version, payload)
+    t0 = time.monotonic()
+    ends = workers.map(k, worker_grpc, [(server.address, version - 1, 0.0)] * k)
+    return max(e["t_end"] for e in ends) - t0
 
 
 def deliver_tcp(workers, port: int, k: int) -> float:
@@ -165,25 +184,38 @@ def profile_stages(state: dict, payload: bytes, repeats: int) -> dict:
     import hashlib
 
     from rewardloop.weight_wire import (
+        encode_version,
         join_chunks,
+        payload_digest,
         state_dict_from_bytes,
         state_dict_to_bytes,
-        weight_chunks,
     )
 
-    chunks = list(weight_chunks(0, payload))
+    messages = encode_version(0, payload).messages
+    _, received = join_chunks(iter(messages))
 
     def med(fn) -> float:
         return common.median(common.time_call(fn) for _ in range(max(repeats, 3)))
 
     return {
-        "learner: state_dict_to_bytes_s": med(lambda: state_dict_to_bytes(state)),
-        "server: sha256_s (per subscriber)": med(lambda: hashlib.sha256(payload).digest()),
-        "server: weight_chunks_s (per subscriber, incl. sha256)": med(
-            lambda: list(weight_chunks(0, payload))
+        "learner, once per version: encode_version(state)_s (layout + digest + chunks)": med(
+            lambda: encode_version(0, state)
         ),
-        "client: join_chunks_s (incl. sha256)": med(lambda: join_chunks(iter(chunks))),
-        "client: state_dict_from_bytes_s": med(lambda: state_dict_from_bytes(payload)),
+        "  learner digest_s (xxh3_128, what is sent)": med(lambda: payload_digest(payload)),
+        "  (sha256_s of the same bytes, the digest before)": med(
+            lambda: hashlib.sha256(payload).digest()
+        ),
+        "  (state_dict_to_bytes_s, one copy, for comparison)": med(
+            lambda: state_dict_to_bytes(state)
+        ),
+        "server, per subscriber: nothing but gRPC's send (pre-serialized chunks)": 0.0,
+        "worker: join_chunks_s (parse + copy into one buffer + digest)": med(
+            lambda: join_chunks(iter(messages))
+        ),
+        "  worker digest_s (xxh3_128)": med(lambda: payload_digest(received)),
+        "worker: state_dict_from_bytes_s (views, no copy)": med(
+            lambda: state_dict_from_bytes(received)
+        ),
     }
 
 
@@ -195,12 +227,11 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
     payload = state_dict_to_bytes(state)
     nbytes = len(payload)
     common.log(f"weights: {label}, {nbytes / 1e6:.1f} MB")
-    stages = profile_stages(state, payload, repeats)
     out: dict = {
         "payload": label,
         "bytes": nbytes,
         "memcpy_s": memcpy_s(payload, max(repeats, 5)),
-        "stages": stages,
+        "stages": profile_stages(state, payload, repeats),
         "by_workers": {},
     }
     server = WeightServer(port=0)
@@ -215,23 +246,20 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
         fetchers = [ray.remote(_Fetcher).options(num_cpus=1).remote() for _ in range(max(counts))]
     try:
         for k in counts:
-            times: dict[str, list[float]] = {"tcp": [], "grpc": [], "grpc_transfer": []}
+            times: dict[str, list[float]] = {"tcp": [], "grpc": [], "grpc_transport": []}
             if use_ray:
                 times["object_store"] = []
             phases: list[dict] = []
             for r in range(repeats + 1):  # the first round warms channels and imports up
                 got = {"tcp": deliver_tcp(workers, tcp.port, k)}
                 version += 1
-                got["grpc"], ph = deliver_grpc(workers, server, state, payload, version, k, True)
+                got["grpc"], ph = deliver_grpc(workers, server, state, version, k)
                 version += 1
-                got["grpc_transfer"], _ = deliver_grpc(
-                    workers, server, state, payload, version, k, full=False
-                )
-                if r:
-                    phases.append(ph)
+                got["grpc_transport"] = deliver_grpc_transport(workers, server, payload, version, k)
                 if use_ray:
                     got["object_store"] = deliver_object_store(publisher, fetchers, version, k)
                 if r:
+                    phases.append(ph)
                     for name, v in got.items():
                         times[name].append(v)
             out["by_workers"][str(k)] = {name: common.spread(v) for name, v in times.items()}
@@ -259,41 +287,48 @@ def comparisons_for(size: str, m: dict, counts: list[int], use_ray: bool) -> lis
         for k, d in m["by_workers"].items()
     }
     mb = m["bytes"] / 1e6
+    what = f"weights {m['payload']} ({mb:.1f} MB)"
+    tcp = ("raw TCP, same bytes", "MB/s delivered")
     out = []
     for k in counts:
         d = med[str(k)]
         out.append(
             common.comparison(
-                f"weights {m['payload']} ({mb:.1f} MB) to {k} worker(s): gRPC vs raw TCP",
-                (
-                    "WeightServer/WeightClient incl. (de)serialize",
-                    mb * k / d["grpc"],
-                    "MB/s delivered",
-                ),
-                ("raw TCP, same bytes", mb * k / d["tcp"], "MB/s delivered"),
+                f"{what} to {k} worker(s): gRPC vs raw TCP (transport: from ready bytes)",
+                ("gRPC poll + parse + digest + decode", mb * k / d["grpc_transport"], tcp[1]),
+                (tcp[0], mb * k / d["tcp"], tcp[1]),
                 ratio_min=GRPC_RATIO_MIN,
-                note=f"{d['grpc'] * 1e3:.1f} ms vs {d['tcp'] * 1e3:.1f} ms; transport only "
-                f"(no (de)serialize) {d['grpc_transfer'] * 1e3:.1f} ms",
+                note=f"{d['grpc_transport'] * 1e3:.1f} ms vs {d['tcp'] * 1e3:.1f} ms",
+            )
+        )
+        out.append(
+            common.comparison(
+                f"{what} to {k} worker(s): gRPC end to end (state dict -> tensors) / raw TCP",
+                ("publish(state) encode + long-poll push + decode", mb * k / d["grpc"], tcp[1]),
+                (tcp[0], mb * k / d["tcp"], tcp[1]),
+                note=f"{d['grpc'] * 1e3:.1f} ms vs {d['tcp'] * 1e3:.1f} ms; the learner's "
+                "once-per-version encode is in grpc_phases_median_s",
             )
         )
     if use_ray and "1" in med and str(max(counts)) in med:
         k = max(counts)
         out.append(
             common.comparison(
-                f"weights {m['payload']} ({mb:.1f} MB): object store to {k} workers vs one put+get",
+                f"{what}: object store to {k} workers vs one put+get",
                 (f"ray.put + {k} workers ray.get", med[str(k)]["object_store"], "s"),
                 ("ray.put + 1 worker ray.get", med["1"]["object_store"], "s"),
                 ratio_max=OBJECT_STORE_FANOUT_MAX,
             )
         )
     if "1" in med:
-        out.append(
-            common.comparison(
-                f"weights {m['payload']} ({mb:.1f} MB) to 1 worker: gRPC vs memcpy",
-                ("gRPC delivery", med["1"]["grpc"], "s"),
-                ("memcpy of the same bytes", m["memcpy_s"], "s"),
+        for name in ("grpc_transport", "grpc"):
+            out.append(
+                common.comparison(
+                    f"{what} to 1 worker: {name} vs memcpy",
+                    (f"{name} delivery", med["1"][name], "s"),
+                    ("memcpy of the same bytes", m["memcpy_s"], "s"),
+                )
             )
-        )
     return out
 
 
@@ -339,8 +374,9 @@ def main(argv: list[str]) -> dict:
             "sizes": sizes,
             "workers": counts,
             "repeats": args.repeats,
-            "transports": ["grpc", "grpc_transfer", "tcp", "memcpy"]
+            "transports": ["grpc", "grpc_transport", "tcp", "memcpy"]
             + (["object_store"] if use_ray else []),
+            "goal_check": "grpc_transport vs tcp (see the module docstring)",
         },
         figures=results,
     )

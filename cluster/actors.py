@@ -2,7 +2,11 @@
 
 The learner actor publishes each version with `ray.put` and hands out the object ref; rollout
 actors fetch the newest ref between generations, so in-cluster weights travel through the
-object store. Rollout actors stream trajectories to the learner's gRPC ingest server.
+object store. A worker that must have newer weights blocks in `LearnerActor.wait_for_version`
+(a long-poll on its own thread pool, the "weights" concurrency group, so waiting workers never
+hold up the driver's calls) instead of polling. Rollout actors stream trajectories to the
+learner's gRPC ingest server; they are created before the learner has started (they load their
+model meanwhile) and are given its endpoints in `run`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import torch
 
 from rewardloop.config import RunConfig
 from rewardloop.modeling import load_policy
+from rewardloop.weight_wire import ObjectStoreWeights
 
 RECENT_VERSIONS = 8
+WEIGHT_WAITERS = 64  # threads for weight fetches and long-polls: one per rollout worker, at most
+MAX_WAIT_S = 10.0  # longest one long-poll call is held in the learner
 
 
 def _setup(threads: int) -> None:
@@ -34,7 +41,7 @@ def _advertised(address: str) -> str:
     return f"{host}:{port}"
 
 
-@ray.remote(max_concurrency=8)
+@ray.remote(max_concurrency=8, concurrency_groups={"weights": WEIGHT_WAITERS})
 class LearnerActor:
     """Ray shell over learner.service.LearnerService."""
 
@@ -49,11 +56,12 @@ class LearnerActor:
         self._latest: tuple[int, list] | None = None
         self._recent: dict[int, ray.ObjectRef] = {}
         self._lock = threading.Lock()
+        self._published = threading.Condition(self._lock)
         self.service = LearnerService(cfg, model, tokenizer, publish=self._publish, device=device)
         self.device = device
 
     def _publish(self, version: int, state: dict) -> None:
-        ref = ray.put(state)
+        ref = ray.put(ObjectStoreWeights(state))  # one buffer; ray.get returns the state dict
         with self._lock:
             self._latest = (version, [ref])  # wrapped in a list so Ray hands back the ref itself
             self._recent[version] = (
@@ -61,6 +69,7 @@ class LearnerActor:
             )
             for old in sorted(self._recent)[:-RECENT_VERSIONS]:
                 del self._recent[old]
+            self._published.notify_all()
 
     def start(self) -> dict:
         address = self.service.start()
@@ -76,9 +85,24 @@ class LearnerActor:
     def start_training(self, max_steps: int) -> None:
         self.service.start_training(max_steps)
 
+    @ray.method(concurrency_group="weights")
     def latest_weights(self, have_version: int):
+        """(version, [ref]) of the newest weights if newer than `have_version`, else None."""
         with self._lock:
             if self._latest is None or self._latest[0] <= have_version:
+                return None
+            return self._latest
+
+    @ray.method(concurrency_group="weights")
+    def wait_for_version(self, newer_than: int, timeout_s: float):
+        """Long-poll: like `latest_weights`, but blocks up to `timeout_s` (<= MAX_WAIT_S) for a
+        version newer than `newer_than` to be published."""
+        with self._published:
+            self._published.wait_for(
+                lambda: self._latest is not None and self._latest[0] > newer_than,
+                timeout=min(max(0.0, timeout_s), MAX_WAIT_S),
+            )
+            if self._latest is None or self._latest[0] <= newer_than:
                 return None
             return self._latest
 
@@ -107,59 +131,87 @@ class LearnerActor:
 
 @ray.remote(max_concurrency=4)
 class RolloutActor:
-    """Ray shell over actors.rollout.RolloutWorker."""
+    """Ray shell over actors.rollout.RolloutWorker. Created before the learner is up (it loads
+    its model meanwhile); `run(endpoints)` connects to the learner and loops."""
 
-    def __init__(self, worker_id: str, cfg: RunConfig, learner, endpoints: dict, seed: int):
-        from rewardloop.actors.rollout import RolloutWorker
-        from rewardloop.actors.trajectory_client import TrajectoryClient
+    def __init__(self, worker_id: str, cfg: RunConfig, learner, seed: int):
         from rewardloop.cluster import tasks
 
         _setup(cfg.rollout.torch_threads)
-        model, tokenizer, _ = load_policy(cfg.model, cfg.task)
+        self.worker_id, self.cfg, self.seed = worker_id, cfg, seed
+        self.model, self.tokenizer, _ = load_policy(cfg.model, cfg.task)
+        self.prompts = tasks.prompt_source(cfg)
+        self.reward = tasks.reward_source(cfg, seed)
         self._learner = learner
         self._stop = threading.Event()
-        timeout = cfg.rollout.rpc_timeout_s
-        self.client = TrajectoryClient(
-            endpoints["ingest"],
-            worker_id,
-            timeout_s=timeout,
-            batch_size=cfg.rollout.send_batch_size,
-        )
-        if cfg.rollout.weight_sync == "grpc":
-            from rewardloop.actors.weight_client import WeightClient
+        self._timeout = cfg.rollout.rpc_timeout_s
+        self.client = None
+        self.worker = None
 
-            weights = WeightClient(endpoints["weights"], timeout_s=timeout).poll
-        else:
-            weights = self._object_store_weights
-        self.worker = RolloutWorker(
-            worker_id,
-            cfg,
-            model,
-            tokenizer,
-            tasks.prompt_source(cfg),
-            tasks.reward_source(cfg, seed),
-            self.client,
-            weights=weights,
-            seed=seed,
-        )
-        self._timeout = timeout
+    def ready(self) -> str:
+        """Answers once the constructor (model loading) is done."""
+        return self.worker_id
 
     def _object_store_weights(self, have_version: int):
         latest = ray.get(self._learner.latest_weights.remote(have_version), timeout=self._timeout)
+        return self._fetch(latest)
+
+    def _object_store_wait(self, newer_than: int, timeout_s: float):
+        ref = self._learner.wait_for_version.remote(newer_than, timeout_s)
+        return self._fetch(ray.get(ref, timeout=timeout_s + self._timeout))
+
+    def _fetch(self, latest):
         if latest is None:
             return None
         version, (ref,) = latest
         return version, ray.get(ref, timeout=self._timeout)
 
-    def run(self, max_generations: int | None = None) -> dict:
+    def _build(self, endpoints: dict) -> None:
+        from rewardloop.actors.rollout import RolloutWorker
+        from rewardloop.actors.trajectory_client import TrajectoryClient
+
+        cfg = self.cfg
+        self.client = TrajectoryClient(
+            endpoints["ingest"],
+            self.worker_id,
+            timeout_s=self._timeout,
+            batch_size=cfg.rollout.send_batch_size,
+        )
+        if cfg.rollout.weight_sync == "grpc":
+            from rewardloop.actors.weight_client import WeightClient
+
+            client = WeightClient(endpoints["weights"], timeout_s=self._timeout)
+            weights, wait = client.poll, getattr(client, "wait_for_version", None)
+        else:
+            weights, wait = self._object_store_weights, self._object_store_wait
+        self.worker = RolloutWorker(
+            self.worker_id,
+            cfg,
+            self.model,
+            self.tokenizer,
+            self.prompts,
+            self.reward,
+            self.client,
+            weights=weights,
+            seed=self.seed,
+            wait_weights=wait,
+        )
+
+    def run(self, endpoints: dict, max_generations: int | None = None) -> dict:
+        if self._stop.is_set():
+            return {}
+        self._build(endpoints)
         try:
             return self.worker.run(self._stop, max_generations)
         finally:
             self.client.close()
 
     def stats(self) -> dict:
+        if self.worker is None:
+            return {}
         return {"version": self.worker.version, **self.worker.counters}
 
     def stop(self) -> None:
         self._stop.set()
-        self.client.abort()  # a send waiting for credits returns now
+        if self.client is not None:
+            self.client.abort()  # a send waiting for credits returns now

@@ -63,18 +63,27 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     # spins against them (measured: many times slower steps on 2 cores).
     torch.set_num_threads(1)
     cfg = _with_model_path(cfg, evaluator.model_path)
+    t_ray_start = time.perf_counter()
     connect(cfg)
     # feedback.autostart: a gateway (and simulated raters) for this run; reward.url points at it
     feedback = start_feedback(cfg)
     cfg = feedback.cfg
+    t_ray = time.perf_counter()
     learner = LearnerActor.options(**learner_options(cfg)).remote(cfg)
+    pool = RolloutPool(cfg, learner)
+    pool.launch(cfg.rollout.num_workers)  # workers load their model while the learner loads
     endpoints = ray.get(learner.start.remote(), timeout=600)
-    pool = RolloutPool(cfg, learner, endpoints)
-    pool.scale(cfg.rollout.num_workers)
+    pool.start(endpoints)
     write_json(out / "config.json", to_dict(cfg))
     t_train = time.perf_counter()
+    setup = {
+        "before_ray_s": round(t_ray_start - t_start, 2),
+        "ray_init_s": round(t_ray - t_ray_start, 2),
+        "learner_ready_s": round(t_train - t_ray, 2),
+        "total_s": round(t_train - t_start, 2),
+    }
     ray.get(learner.start_training.remote(cfg.learner.max_steps), timeout=60)
-    evals = [{"step": 0, **evaluator()}]  # the base model, while the actors start up
+    evals = [{"step": 0, **evaluator()}]  # the base model, while the first steps train
     metrics_log = MetricsLog(out / "metrics.jsonl")
     metrics_log.write({"event": "eval", **evals[0]})
     steps: list[dict] = []
@@ -134,6 +143,7 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     summary = _summary(
         cfg, steps, evals, worker_stats, time.perf_counter() - t_start, train_seconds, checkpoint
     )
+    summary["setup"] = setup  # seconds before training: Ray start-up, the learner loading
     summary["error"] = error
     summary["learner_device"] = endpoints["device"]
     if feedback_stats:

@@ -14,10 +14,14 @@ def connect(cfg: RunConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats reporting at start-up
     if cfg.cluster.address:
         ray.init(address=cfg.cluster.address, include_dashboard=False, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Ray starts worker processes at nice 15: the learner and the rollout actors would lose the
+    # CPU to the driver's evaluations and to any other process. They are the run: nice 0.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     needed = 1 + cfg.rollout.num_workers
     num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, needed)
     ray.init(

@@ -1,4 +1,8 @@
-"""A pool of rollout actors that can be scaled up and down while the learner trains."""
+"""A pool of rollout actors that can be scaled up and down while the learner trains.
+
+Start-up overlaps: `launch(n)` creates the actors before the learner has started, so each loads
+its model while the learner loads its own; `start(endpoints)` then sets them running.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +19,39 @@ log = logging.getLogger(__name__)
 
 
 class RolloutPool:
-    def __init__(self, cfg: RunConfig, learner, endpoints: dict):
+    def __init__(self, cfg: RunConfig, learner, endpoints: dict | None = None):
         self.cfg = cfg
         self.learner = learner
         self.endpoints = endpoints
-        self.workers: list[tuple[str, object, ray.ObjectRef]] = []
+        # (worker_id, actor, run() ref or None while launched but not started)
+        self.workers: list[tuple[str, object, ray.ObjectRef | None]] = []
         self._next_id = 0
 
-    def scale(self, n: int) -> None:
-        """Start or stop workers until n are running. Stopped workers finish their generation."""
+    def launch(self, n: int) -> None:
+        """Create actors until n exist, without running them (they load their model now)."""
         while len(self.workers) < n:
             worker_id = f"worker-{self._next_id}"
             seed = self.cfg.seed * 1000 + self._next_id + 1
             self._next_id += 1
             actor = RolloutActor.options(**rollout_options(self.cfg)).remote(
-                worker_id, self.cfg, self.learner, self.endpoints, seed
+                worker_id, self.cfg, self.learner, seed
             )
-            self.workers.append((worker_id, actor, actor.run.remote()))
+            self.workers.append((worker_id, actor, None))
+
+    def start(self, endpoints: dict) -> None:
+        """Run every launched actor against the learner at `endpoints`."""
+        self.endpoints = endpoints
+        self.workers = [
+            (wid, actor, ref if ref is not None else actor.run.remote(endpoints))
+            for wid, actor, ref in self.workers
+        ]
+
+    def scale(self, n: int) -> None:
+        """Start or stop workers until n are running. Stopped workers finish their generation."""
+        if self.endpoints is None:
+            raise RuntimeError("RolloutPool.scale: start(endpoints) first")
+        self.launch(n)
+        self.start(self.endpoints)
         while len(self.workers) > n:
             worker_id, actor, run_ref = self.workers.pop()
             self._stop_one(actor, run_ref)
@@ -40,7 +60,7 @@ class RolloutPool:
         timeout_s = timeout_s or self.cfg.rollout.rpc_timeout_s + 5
         try:
             ray.get(actor.stop.remote(), timeout=timeout_s)
-            return ray.get(run_ref, timeout=timeout_s)
+            return ray.get(run_ref, timeout=timeout_s) if run_ref is not None else None
         except Exception as exc:  # a dead or stuck worker must not block shutdown
             log.warning("rollout worker did not stop cleanly: %s", exc)
             return None
@@ -51,6 +71,8 @@ class RolloutPool:
         """Workers whose run() ended with an error (checked without blocking)."""
         errors = []
         for worker_id, _, ref in self.workers:
+            if ref is None:
+                continue
             ready, _ = ray.wait([ref], timeout=0)
             if ready:
                 try:
@@ -65,9 +87,9 @@ class RolloutPool:
 
     def shutdown(self) -> list[dict]:
         results = []
-        for _, actor in [(w, a) for w, a, _ in self.workers]:
+        for _, actor, _ in self.workers:
             actor.stop.remote()
         for _, actor, ref in self.workers:
             results.append(self._stop_one(actor, ref))
         self.workers.clear()
-        return [r for r in results if r is not None]
+        return [r for r in results if r]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rewardloop.trajectory import Trajectory
@@ -30,35 +31,37 @@ class TrainBatch:
 
 
 def collate(groups: list[list[Trajectory]], pad_id: int) -> TrainBatch:
-    """Flatten groups into one batch; group_index says which group each row belongs to."""
-    rows = [(g, t) for g, group in enumerate(groups) for t in group]
-    width = max(len(t.prompt_ids) + len(t.completion_ids) for _, t in rows)
-    comp_width = max(len(t.completion_ids) for _, t in rows)
-    b = len(rows)
-    input_ids = torch.full((b, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((b, width), dtype=torch.long)
-    completion_index = torch.zeros((b, comp_width), dtype=torch.long)
-    completion_ids = torch.full((b, comp_width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, comp_width), dtype=torch.float32)
-    behavior = torch.zeros((b, comp_width), dtype=torch.float32)
-    for i, (_, t) in enumerate(rows):
-        p, c = len(t.prompt_ids), len(t.completion_ids)
-        input_ids[i, : p + c] = torch.tensor(t.prompt_ids + t.completion_ids)
-        attention_mask[i, : p + c] = 1
-        completion_index[i, :c] = torch.arange(p - 1, p - 1 + c)
-        completion_ids[i, :c] = torch.tensor(t.completion_ids)
-        mask[i, :c] = 1.0
-        behavior[i, :c] = torch.tensor(t.behavior_logprobs)
+    """Flatten groups into one batch; group_index says which group each row belongs to.
+
+    Built with a handful of numpy calls over the concatenated token arrays (no per-token
+    Python): a boolean "real token" mask per row, filled in row-major order.
+    """
+    rows = [t for group in groups for t in group]
+    group_index = [g for g, group in enumerate(groups) for _ in group]
+    p_len = np.fromiter((len(t.prompt_ids) for t in rows), np.int64, len(rows))
+    c_len = np.fromiter((len(t.completion_ids) for t in rows), np.int64, len(rows))
+    lengths = p_len + c_len
+    width, comp_width = int(lengths.max()), int(c_len.max())
+    real = np.arange(width) < lengths[:, None]  # [B, L] prompt + completion tokens
+    comp = np.arange(comp_width) < c_len[:, None]  # [B, T] completion tokens
+    input_ids = np.full(real.shape, pad_id, dtype=np.int64)
+    input_ids[real] = np.concatenate([a for t in rows for a in (t.prompt_ids, t.completion_ids)])
+    completion_ids = np.full(comp.shape, pad_id, dtype=np.int64)
+    completion_ids[comp] = np.concatenate([t.completion_ids for t in rows])
+    behavior = np.zeros(comp.shape, dtype=np.float32)
+    behavior[comp] = np.concatenate([t.behavior_logprobs for t in rows])
+    # Completion token j of a row sits at position len(prompt) + j; its logits at one before.
+    completion_index = np.where(comp, p_len[:, None] - 1 + np.arange(comp_width), 0)
     return TrainBatch(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        completion_index=completion_index,
-        completion_ids=completion_ids,
-        mask=mask,
-        behavior_logprobs=behavior,
-        rewards=torch.tensor([t.reward for _, t in rows], dtype=torch.float32),
-        group_index=torch.tensor([g for g, _ in rows], dtype=torch.long),
-        versions=torch.tensor([t.policy_version for _, t in rows], dtype=torch.long),
+        input_ids=torch.from_numpy(input_ids),
+        attention_mask=torch.from_numpy(real.astype(np.int64)),
+        completion_index=torch.from_numpy(completion_index),
+        completion_ids=torch.from_numpy(completion_ids),
+        mask=torch.from_numpy(comp.astype(np.float32)),
+        behavior_logprobs=torch.from_numpy(behavior),
+        rewards=torch.tensor([t.reward for t in rows], dtype=torch.float32),
+        group_index=torch.tensor(group_index, dtype=torch.long),
+        versions=torch.tensor([t.policy_version for t in rows], dtype=torch.long),
     )
 
 

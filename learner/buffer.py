@@ -134,6 +134,11 @@ class TrajectoryBuffer:
             while True:
                 self._prune_locked(current_version, released)
                 complete = [gid for gid, g in self._groups.items() if g.complete]
+                # Oldest weights first (ties: first arrival), so the group closest to going
+                # stale is used first, not one that a faster worker sent after it.
+                complete.sort(
+                    key=lambda gid: min(t.policy_version for t in self._groups[gid].members)
+                )
                 if len(complete) >= n_groups:
                     taken = [
                         self._pop_locked(gid, current_version, released)

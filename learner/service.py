@@ -22,7 +22,6 @@ from rewardloop.learner.ingest_server import IngestServer
 from rewardloop.learner.trainer import Trainer
 from rewardloop.learner.weight_server import WeightServer
 from rewardloop.trajectory import Trajectory
-from rewardloop.weight_wire import state_dict_to_bytes
 
 log = logging.getLogger(__name__)
 Publish = Callable[[int, dict[str, torch.Tensor]], None]
@@ -53,6 +52,7 @@ class LearnerService:
             host=lc.host,
             vocab_size=vocab,
             capacity=capacity,
+            credit_unit=cfg.rollout.group_size,  # workers get credits for whole groups only
         )
         self.weight_server = (
             WeightServer(port=0, host=lc.host) if cfg.rollout.weight_sync == "grpc" else None
@@ -90,27 +90,36 @@ class LearnerService:
         if self._publish is not None:
             self._publish(self.version, state)
         if self.weight_server is not None:
-            self.weight_server.publish(self.version, state_dict_to_bytes(state))
+            self.weight_server.publish(self.version, state)  # encoded once, one copy
         return time.perf_counter() - t0
 
     def train(self, max_steps: int | None = None) -> None:
         """Train until max_steps, stop(), or starvation past learner.wait_timeout_s."""
         max_steps = max_steps or self.cfg.learner.max_steps
         lc = self.cfg.learner
+        # Strictly on-policy: credits the take releases at version V are granted only once V + 1
+        # is published, so that workers generate the next step's data with V + 1 (credits.py).
+        on_policy = lc.max_staleness == 0
         self._started_at = time.perf_counter()
         waiting_since = time.perf_counter()
         try:
             while len(self.metrics) < max_steps and not self._stop.is_set():
-                groups = self.buffer.take_groups(lc.groups_per_step, self.version, timeout_s=0.25)
-                if groups is None:
-                    if time.perf_counter() - waiting_since > lc.wait_timeout_s:
-                        self.error = f"no data for {lc.wait_timeout_s:.0f}s (learner.wait_timeout_s); are workers running?"
-                        log.error(self.error)
-                        break
-                    continue
-                wait_s = time.perf_counter() - waiting_since
-                self._record(groups, wait_s)
-                waiting_since = time.perf_counter()
+                if on_policy:
+                    self.ingest.hold_credits()
+                try:
+                    groups = self.buffer.take_groups(
+                        lc.groups_per_step, self.version, timeout_s=0.25
+                    )
+                    if groups is not None:
+                        self._record(groups, time.perf_counter() - waiting_since)
+                        waiting_since = time.perf_counter()
+                finally:
+                    if on_policy:
+                        self.ingest.resume_credits()
+                if groups is None and time.perf_counter() - waiting_since > lc.wait_timeout_s:
+                    self.error = f"no data for {lc.wait_timeout_s:.0f}s (learner.wait_timeout_s); are workers running?"
+                    log.error(self.error)
+                    break
         except Exception as exc:  # keep the reason for the driver instead of dying silently
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("learner loop failed")

@@ -1,26 +1,38 @@
 """WeightService: the learner's latest policy weights for workers outside the Ray cluster.
 
-The learner `publish`es safetensors bytes per version; only the latest is kept. Each subscriber
-gets the latest version as soon as it is newer than what the subscriber has, chunked per
-weights.proto. Because a subscriber is always sent the newest version when it is ready for the
-next one, a slow subscriber skips versions instead of queueing them. Waiting subscribers wake on
-publish and also poll on a short timeout, so `stop()` ends every stream promptly.
+The learner `publish`es each version (a state dict, or safetensors bytes); only the latest is
+kept. Publishing encodes the version once (`weight_wire.encode_version`: the digest and the
+serialized WeightChunk messages), and every subscriber is streamed those same bytes: the
+Subscribe handler is registered with an identity response serializer, so a subscriber costs
+the server no hashing, slicing or protobuf work, only gRPC's own copy into its send buffer.
+
+Each subscriber gets the latest version as soon as it is newer than what the subscriber has,
+chunked per weights.proto. Because a subscriber is always sent the newest version when it is
+ready for the next one, a slow subscriber skips versions instead of queueing them. A `once`
+request with `wait_ms` is a long-poll: it waits (woken by publish) for a newer version. Waiting
+subscribers also wake on a short timeout, so `stop()` ends every stream promptly.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import grpc
+import torch
 
 from rewardloop import grpc_util
 from rewardloop.errors import InvalidInput
-from rewardloop.pb import weights_pb2, weights_pb2_grpc
-from rewardloop.weight_wire import DEFAULT_CHUNK_BYTES, weight_chunks
+from rewardloop.pb import weights_pb2
+from rewardloop.weight_wire import (
+    DEFAULT_CHUNK_BYTES,
+    SERVICE_NAME,
+    EncodedVersion,
+    encode_version,
+)
 
-SERVICE_NAME = weights_pb2.DESCRIPTOR.services_by_name["WeightService"].full_name
 _POLL_S = 0.5
 
 
@@ -40,30 +52,42 @@ class WeightServer:
         self.chunk_bytes = chunk_bytes
         self._max_workers = max_workers
         self._cond = threading.Condition()
-        self._latest: tuple[int, bytes] | None = None
+        self._latest: EncodedVersion | None = None
         self._stopping = False
         self._server: grpc.Server | None = None
         self._health = None
         self._counts: Counter[str] = Counter()
+        self.last_encode_s = 0.0
 
-    def publish(self, version: int, payload: bytes) -> None:
-        """Make `payload` (safetensors bytes) the latest version; versions must increase."""
-        if not isinstance(payload, bytes | bytearray | memoryview) or len(payload) == 0:
-            raise InvalidInput("payload", "must be non-empty safetensors bytes")
+    def publish(
+        self, version: int, weights: bytes | bytearray | memoryview | Mapping[str, torch.Tensor]
+    ) -> None:
+        """Make `weights` the latest version; versions must increase.
+
+        `weights` is safetensors bytes or a state dict (laid out as safetensors straight from
+        the tensors, one copy). Either is encoded here, once, for every subscriber."""
+        if version < 0:
+            raise InvalidInput("version", f"must be >= 0, got {version}")
+        self._check_newer(version)  # before the encoding work, and again after it
+        t0 = time.perf_counter()
+        encoded = encode_version(version, weights, self.chunk_bytes)
         with self._cond:
-            if self._latest is not None and version <= self._latest[0]:
-                raise InvalidInput("version", f"{version} is not newer than {self._latest[0]}")
-            if version < 0:
-                raise InvalidInput("version", f"must be >= 0, got {version}")
-            self._latest = (version, bytes(payload))
+            self._check_newer(version)
+            self._latest = encoded
+            self.last_encode_s = time.perf_counter() - t0
             self._counts["published"] += 1
             self._cond.notify_all()
+
+    def _check_newer(self, version: int) -> None:
+        with self._cond:
+            if self._latest is not None and version <= self._latest.version:
+                raise InvalidInput("version", f"{version} is not newer than {self._latest.version}")
 
     @property
     def latest_version(self) -> int:
         """The newest published version, -1 when nothing was published."""
         with self._cond:
-            return self._latest[0] if self._latest is not None else -1
+            return self._latest.version if self._latest is not None else -1
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -72,7 +96,17 @@ class WeightServer:
             raise RuntimeError("WeightServer already started")
         self._stopping = False
         server = grpc_util.new_server(self._max_workers)
-        weights_pb2_grpc.add_WeightServiceServicer_to_server(_Servicer(self), server)
+        handlers = {
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                self.subscribe,
+                request_deserializer=weights_pb2.SubscribeRequest.FromString,
+                response_serializer=None,  # the handler yields pre-serialized WeightChunks
+            )
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+        )
+        server.add_registered_method_handlers(SERVICE_NAME, handlers)
         self._health = grpc_util.add_health(server, [SERVICE_NAME])
         self._port = grpc_util.bind(server, self._host, self._port)
         server.start()
@@ -101,46 +135,42 @@ class WeightServer:
     def stats(self) -> dict:
         with self._cond:
             out = dict(self._counts)
-            out["latest_version"] = self._latest[0] if self._latest is not None else -1
+            out["latest_version"] = self._latest.version if self._latest is not None else -1
             return out
 
     # ---- Subscribe ---------------------------------------------------------------------
 
     def subscribe(
         self, request: weights_pb2.SubscribeRequest, context: grpc.ServicerContext
-    ) -> Iterator[weights_pb2.WeightChunk]:
+    ) -> Iterator[bytes]:
+        """Yield serialized WeightChunk messages in the order weights.proto defines."""
         if request.have_version < -1:
             with self._cond:
                 self._counts["invalid_requests"] += 1
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "have_version: must be >= -1")
         have = request.have_version
+        wait_until = time.monotonic() + request.wait_ms / 1000.0
         with self._cond:
             self._counts["subscribes"] += 1
         while True:
             with self._cond:
-                while not self._stopping and (self._latest is None or self._latest[0] <= have):
-                    if request.once or not context.is_active():
+                while not self._stopping and (self._latest is None or self._latest.version <= have):
+                    left = wait_until - time.monotonic()
+                    if (request.once and left <= 0) or not context.is_active():
                         return
-                    self._cond.wait(_POLL_S)
+                    self._cond.wait(min(_POLL_S, left) if request.once else _POLL_S)
                 if self._stopping:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "weight server is stopping")
-                version, payload = self._latest
-            for chunk in weight_chunks(version, payload, self.chunk_bytes):
+                latest = self._latest
+            for message in latest.messages:
                 if self._stopping:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "weight server is stopping")
-                yield chunk
-                self._counts["chunks_sent"] += 1
-            have = version
+                yield message
+                with self._cond:
+                    self._counts["chunks_sent"] += 1
+            have = latest.version
             with self._cond:
                 self._counts["versions_sent"] += 1
-                self._counts["bytes_sent"] += len(payload)
+                self._counts["bytes_sent"] += latest.total_bytes
             if request.once:
                 return
-
-
-class _Servicer(weights_pb2_grpc.WeightServiceServicer):
-    def __init__(self, server: WeightServer):
-        self._server = server
-
-    def Subscribe(self, request, context):  # noqa: N802 (gRPC method name)
-        return self._server.subscribe(request, context)

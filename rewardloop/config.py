@@ -77,7 +77,8 @@ class RolloutConfig(_Section):
     group_size: int = 8
     """Completions sampled per prompt (G); advantages are relative within a group."""
     prompts_per_generation: int = 3
-    """Prompts sampled per generation call (one group each)."""
+    """Prompts sampled per generation call (one group each); fewer when the worker's credits
+    cover fewer groups (N workers share the learner's credits in whole groups)."""
     max_new_tokens: int = 24
     """Longest completion, in tokens."""
     temperature: float = 1.0
@@ -135,7 +136,7 @@ class LearnerConfig(_Section):
     """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
     buffer_capacity: int = 0
     """Trajectories the learner buffers = total credits granted to workers (0 = automatic:
-    groups_per_step x group_size x max(1, max_staleness), at least one generation per worker)."""
+    groups_per_step x group_size x max(1, max_staleness); more lets data arrive too stale)."""
     clip_eps: float = 0.2
     """PPO clip range for the policy ratio."""
     ppo_epochs: int = 1
@@ -477,13 +478,12 @@ def buffer_capacity(cfg: RunConfig) -> int:
 
     Workers generate only when they hold credits, with the newest weights. With s steps of data
     queued (the learner training on one), a batch started now is consumed <= s versions later.
+    The N workers share these credits in whole groups (learner/credits.py), each generating as
+    many groups as it holds credits for, so the capacity does not grow with N: more would only
+    let data arrive too stale to train on.
     """
     step = cfg.learner.groups_per_step * cfg.rollout.group_size
-    # Every worker's fair share must hold one whole generation, or groups get split across
-    # credit grants and the learner starves waiting for complete groups (seen with 2+ workers).
-    generation = cfg.rollout.prompts_per_generation * cfg.rollout.group_size
-    auto = max(step * max(1, cfg.learner.max_staleness), cfg.rollout.num_workers * generation)
-    return cfg.learner.buffer_capacity or auto
+    return cfg.learner.buffer_capacity or step * max(1, cfg.learner.max_staleness)
 
 
 # The loader lives beside this file; import it from here as before.

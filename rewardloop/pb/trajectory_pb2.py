@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erewardloop/pb/trajectory.proto\x12\rrewardloop.pb\"9\n\nRewardPart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"@\n\x0c\x46\x65\x65\x64\x62\x61\x63kMeta\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\tlatency_s\x18\x02 \x01(\x01\x12\r\n\x05rater\x18\x03 \x01(\t\"\xb4\x02\n\nTrajectory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x12\n\nprompt_ids\x18\x03 \x03(\x05\x12\x16\n\x0e\x63ompletion_ids\x18\x04 \x03(\x05\x12\x19\n\x11\x62\x65havior_logprobs\x18\x05 \x03(\x02\x12\x0e\n\x06reward\x18\x06 \x01(\x02\x12/\n\x0creward_parts\x18\x07 \x03(\x0b\x32\x19.rewardloop.pb.RewardPart\x12\x16\n\x0epolicy_version\x18\x08 \x01(\x03\x12\x11\n\tworker_id\x18\t \x01(\t\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\n \x01(\x0b\x32\x1b.rewardloop.pb.FeedbackMeta\x12\x12\n\ngroup_size\x18\x0b \x01(\x05\x12\x12\n\nprompt_key\x18\x0c \x01(\t\"z\n\x0fTrajectoryBatch\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12/\n\x0ctrajectories\x18\x02 \x03(\x0b\x32\x19.rewardloop.pb.Trajectory\x12#\n\x05hello\x18\x03 \x01(\x0b\x32\x14.rewardloop.pb.Hello\"\x1a\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\'\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x03\x41\x63k\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x03(\t\x12*\n\x08rejected\x18\x04 \x03(\x0b\x32\x18.rewardloop.pb.Rejection\x12\x0f\n\x07\x63redits\x18\x05 \x01(\r\x12\x17\n\x0flearner_version\x18\x06 \x01(\x03\x32U\n\x11TrajectoryService\x12@\n\x06Stream\x12\x1e.rewardloop.pb.TrajectoryBatch\x1a\x12.rewardloop.pb.Ack(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1erewardloop/pb/trajectory.proto\x12\rrewardloop.pb\"9\n\nRewardPart\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"@\n\x0c\x46\x65\x65\x64\x62\x61\x63kMeta\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x11\n\tlatency_s\x18\x02 \x01(\x01\x12\r\n\x05rater\x18\x03 \x01(\t\"\xc6\x02\n\nTrajectory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08group_id\x18\x02 \x01(\t\x12\x12\n\nprompt_ids\x18\r \x01(\x0c\x12\x16\n\x0e\x63ompletion_ids\x18\x0e \x01(\x0c\x12\x19\n\x11\x62\x65havior_logprobs\x18\x0f \x01(\x0c\x12\x0e\n\x06reward\x18\x06 \x01(\x02\x12/\n\x0creward_parts\x18\x07 \x03(\x0b\x32\x19.rewardloop.pb.RewardPart\x12\x16\n\x0epolicy_version\x18\x08 \x01(\x03\x12\x11\n\tworker_id\x18\t \x01(\t\x12-\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\n \x01(\x0b\x32\x1b.rewardloop.pb.FeedbackMeta\x12\x12\n\ngroup_size\x18\x0b \x01(\x05\x12\x12\n\nprompt_key\x18\x0c \x01(\tJ\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05J\x04\x08\x05\x10\x06\"z\n\x0fTrajectoryBatch\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12/\n\x0ctrajectories\x18\x02 \x03(\x0b\x32\x19.rewardloop.pb.Trajectory\x12#\n\x05hello\x18\x03 \x01(\x0b\x32\x14.rewardloop.pb.Hello\"\x1a\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\"\'\n\tRejection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x93\x01\n\x03\x41\x63k\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x03(\t\x12\x11\n\tduplicate\x18\x03 \x03(\t\x12*\n\x08rejected\x18\x04 \x03(\x0b\x32\x18.rewardloop.pb.Rejection\x12\x0f\n\x07\x63redits\x18\x05 \x01(\r\x12\x17\n\x0flearner_version\x18\x06 \x01(\x03\x32U\n\x11TrajectoryService\x12@\n\x06Stream\x12\x1e.rewardloop.pb.TrajectoryBatch\x1a\x12.rewardloop.pb.Ack(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,15 +36,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FEEDBACKMETA']._serialized_start=108
   _globals['_FEEDBACKMETA']._serialized_end=172
   _globals['_TRAJECTORY']._serialized_start=175
-  _globals['_TRAJECTORY']._serialized_end=483
-  _globals['_TRAJECTORYBATCH']._serialized_start=485
-  _globals['_TRAJECTORYBATCH']._serialized_end=607
-  _globals['_HELLO']._serialized_start=609
-  _globals['_HELLO']._serialized_end=635
-  _globals['_REJECTION']._serialized_start=637
-  _globals['_REJECTION']._serialized_end=676
-  _globals['_ACK']._serialized_start=679
-  _globals['_ACK']._serialized_end=826
-  _globals['_TRAJECTORYSERVICE']._serialized_start=828
-  _globals['_TRAJECTORYSERVICE']._serialized_end=913
+  _globals['_TRAJECTORY']._serialized_end=501
+  _globals['_TRAJECTORYBATCH']._serialized_start=503
+  _globals['_TRAJECTORYBATCH']._serialized_end=625
+  _globals['_HELLO']._serialized_start=627
+  _globals['_HELLO']._serialized_end=653
+  _globals['_REJECTION']._serialized_start=655
+  _globals['_REJECTION']._serialized_end=694
+  _globals['_ACK']._serialized_start=697
+  _globals['_ACK']._serialized_end=844
+  _globals['_TRAJECTORYSERVICE']._serialized_start=846
+  _globals['_TRAJECTORYSERVICE']._serialized_end=931
 # @@protoc_insertion_point(module_scope)

@@ -42,9 +42,9 @@ class Trajectory(_message.Message):
     PROMPT_KEY_FIELD_NUMBER: _ClassVar[int]
     id: str
     group_id: str
-    prompt_ids: _containers.RepeatedScalarFieldContainer[int]
-    completion_ids: _containers.RepeatedScalarFieldContainer[int]
-    behavior_logprobs: _containers.RepeatedScalarFieldContainer[float]
+    prompt_ids: bytes
+    completion_ids: bytes
+    behavior_logprobs: bytes
     reward: float
     reward_parts: _containers.RepeatedCompositeFieldContainer[RewardPart]
     policy_version: int
@@ -52,7 +52,7 @@ class Trajectory(_message.Message):
     feedback: FeedbackMeta
     group_size: int
     prompt_key: str
-    def __init__(self, id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., completion_ids: _Optional[_Iterable[int]] = ..., behavior_logprobs: _Optional[_Iterable[float]] = ..., reward: _Optional[float] = ..., reward_parts: _Optional[_Iterable[_Union[RewardPart, _Mapping]]] = ..., policy_version: _Optional[int] = ..., worker_id: _Optional[str] = ..., feedback: _Optional[_Union[FeedbackMeta, _Mapping]] = ..., group_size: _Optional[int] = ..., prompt_key: _Optional[str] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_ids: _Optional[bytes] = ..., completion_ids: _Optional[bytes] = ..., behavior_logprobs: _Optional[bytes] = ..., reward: _Optional[float] = ..., reward_parts: _Optional[_Iterable[_Union[RewardPart, _Mapping]]] = ..., policy_version: _Optional[int] = ..., worker_id: _Optional[str] = ..., feedback: _Optional[_Union[FeedbackMeta, _Mapping]] = ..., group_size: _Optional[int] = ..., prompt_key: _Optional[str] = ...) -> None: ...
 
 class TrajectoryBatch(_message.Message):
     __slots__ = ("batch_seq", "trajectories", "hello")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brewardloop/pb/weights.proto\x12\rrewardloop.pb\"6\n\x10SubscribeRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x03\x12\x0c\n\x04once\x18\x02 \x01(\x08\"o\n\x0bWeightChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x32[\n\rWeightService\x12J\n\tSubscribe\x12\x1f.rewardloop.pb.SubscribeRequest\x1a\x1a.rewardloop.pb.WeightChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brewardloop/pb/weights.proto\x12\rrewardloop.pb\"G\n\x10SubscribeRequest\x12\x14\n\x0chave_version\x18\x01 \x01(\x03\x12\x0c\n\x04once\x18\x02 \x01(\x08\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\"o\n\x0bWeightChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\r\n\x05index\x18\x02 \x01(\r\x12\r\n\x05\x63ount\x18\x03 \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06\x64igest\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x04\x32[\n\rWeightService\x12J\n\tSubscribe\x12\x1f.rewardloop.pb.SubscribeRequest\x1a\x1a.rewardloop.pb.WeightChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,9 +32,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rewardloop.pb.weights_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SUBSCRIBEREQUEST']._serialized_start=46
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=100
-  _globals['_WEIGHTCHUNK']._serialized_start=102
-  _globals['_WEIGHTCHUNK']._serialized_end=213
-  _globals['_WEIGHTSERVICE']._serialized_start=215
-  _globals['_WEIGHTSERVICE']._serialized_end=306
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=117
+  _globals['_WEIGHTCHUNK']._serialized_start=119
+  _globals['_WEIGHTCHUNK']._serialized_end=230
+  _globals['_WEIGHTSERVICE']._serialized_start=232
+  _globals['_WEIGHTSERVICE']._serialized_end=323
 # @@protoc_insertion_point(module_scope)

@@ -116,8 +116,8 @@ class _CountingWorker(RolloutWorker):
 
     most_pending = 0
 
-    def generate(self):
-        out = super().generate()
+    def generate(self, n_groups=None):
+        out = super().generate(n_groups)
         self.most_pending = max(self.most_pending, len(self.pending))
         return out
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import struct
 import threading
 import time
 
@@ -13,7 +14,7 @@ from rewardloop import grpc_util
 from rewardloop.actors.trajectory_client import TrajectoryClient
 from rewardloop.errors import Unavailable
 from rewardloop.learner.buffer import TrajectoryBuffer
-from rewardloop.learner.ingest_server import IngestServer
+from rewardloop.learner.ingest_server import _END, IngestServer, _coalesce
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire import trajectory_to_proto
@@ -176,6 +177,67 @@ def test_raw_stream_exceeding_credits_gets_credit_rejections(learner):
         raw.close()
     assert server.stats()["rejected"] == {"credits": 2}
     assert len(buffer) == 4
+
+
+def test_malformed_bytes_in_a_batch_are_rejected_alone(learner):
+    """Packed arrays that are cut short, NaN or out of vocab reject only their trajectory."""
+    buffer, _, server = learner
+    good = [trajectory_to_proto(traj(f"ok{i}", completion_ids=[4, 5 + i])) for i in range(3)]
+    cut = trajectory_to_proto(traj("cut"))
+    cut.prompt_ids = cut.prompt_ids[:-1]  # 11 bytes: not whole int32 ids
+    nan = trajectory_to_proto(traj("nan"))
+    nan.behavior_logprobs = struct.pack("<2f", -0.1, float("nan"))
+    vocab = trajectory_to_proto(traj("vocab"))
+    vocab.completion_ids = struct.pack("<2i", 4, VOCAB)
+    short = trajectory_to_proto(traj("short"))
+    short.behavior_logprobs = struct.pack("<f", -0.1)
+    raw = RawStream(server.address)
+    try:
+        raw.send(trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id="w1")))
+        assert raw.next_ack().credits == 4
+        acks = []
+        batches = [[good[0], cut, nan, good[1]], [vocab, short], [good[2]]]
+        for seq, batch in enumerate(batches, 1):
+            raw.send(trajectory_pb2.TrajectoryBatch(batch_seq=seq, trajectories=batch))
+            acks.append(raw.next_ack())
+    finally:
+        raw.close()
+    assert [list(a.accepted) for a in acks] == [["ok0", "ok1"], [], ["ok2"]]
+    # The credits spent on rejected trajectories come back with each answer.
+    assert [a.credits for a in acks] == [2, 2, 0]
+    reasons = {r.id: r.reason for a in acks for r in a.rejected}
+    assert reasons["cut"].startswith("prompt_ids: 11 bytes")
+    assert reasons["nan"].startswith("behavior_logprobs: must be finite")
+    assert reasons["vocab"].startswith("completion_ids: token ids must be in [0, 50)")
+    assert reasons["short"].startswith("behavior_logprobs: needs one float32")
+    assert server.stats()["rejected"] == {
+        "prompt_ids": 1,
+        "behavior_logprobs": 2,
+        "completion_ids": 1,
+    }
+    ids = {t.id: t for g in buffer.take_groups(3, 0, timeout_s=2.0) for t in g}
+    assert ids["ok2"].completion_ids.tolist() == [4, 7]  # its own slice of the batch's arrays
+    # The stream and the server survived: a proper client is served next.
+    with TrajectoryClient(server.address, "w2", timeout_s=5.0) as client:
+        assert client.send([traj("after")]).accepted == ["after"]
+
+
+def test_queued_credit_grants_fold_into_one_ack():
+    acks: queue.Queue = queue.Queue()
+    batch_ack = trajectory_pb2.Ack(batch_seq=7, accepted=["a"], credits=1, learner_version=3)
+    for k in (2, 5):
+        acks.put(trajectory_pb2.Ack(batch_seq=0, credits=k, learner_version=4))
+    later = trajectory_pb2.Ack(batch_seq=8, accepted=["b"])
+    acks.put(later)
+    merged, held = _coalesce(batch_ack, acks)
+    assert merged.batch_seq == 7 and merged.credits == 8 and merged.learner_version == 4
+    assert held is later and acks.empty()  # two batch answers never merge
+    # A grant folds into the batch answer that follows it; nothing else is consumed.
+    acks.put(trajectory_pb2.Ack(batch_seq=9, accepted=["c"], credits=0))
+    acks.put(_END)
+    merged, held = _coalesce(trajectory_pb2.Ack(batch_seq=0, credits=4), acks)
+    assert merged.batch_seq == 9 and list(merged.accepted) == ["c"] and merged.credits == 4
+    assert held is _END
 
 
 def test_missing_hello_aborts_with_invalid_argument(learner):

@@ -8,12 +8,14 @@ import threading
 import time
 
 import pytest
+import safetensors.torch
 import torch
 
-from rewardloop import grpc_util
+from rewardloop import grpc_util, weight_wire
 from rewardloop.actors.weight_client import WeightClient
 from rewardloop.errors import InvalidInput, Unavailable
 from rewardloop.learner.weight_server import WeightServer
+from rewardloop.pb import weights_pb2, weights_pb2_grpc
 from rewardloop.weight_wire import state_dict_to_bytes
 
 
@@ -56,7 +58,45 @@ def test_poll_before_any_publish_is_none(server):
         assert client.poll(-1) is None
 
 
-def test_large_payload_round_trips_with_sha256(server):
+def test_state_dict_published_directly_reaches_a_plain_protobuf_client(server):
+    """publish() takes the state dict itself; the pre-serialized chunks are ordinary
+    WeightChunk messages to the generated stub (any gRPC client of weights.proto)."""
+    state = tiny_state(3)
+    server.publish(4, state)
+    channel = grpc_util.new_channel(server.address)
+    try:
+        stub = weights_pb2_grpc.WeightServiceStub(channel)
+        request = weights_pb2.SubscribeRequest(have_version=-1, once=True)
+        chunks = list(stub.Subscribe(request, timeout=5.0))
+    finally:
+        channel.close()
+    payload = b"".join(c.data for c in chunks)
+    assert {c.version for c in chunks} == {4} and [c.index for c in chunks] == [0]
+    assert chunks[0].digest == weight_wire.payload_digest(payload)
+    got = safetensors.torch.load(payload)
+    assert set(got) == set(state) and all(torch.equal(got[k], v) for k, v in state.items())
+
+
+def test_wait_for_version_is_pushed_the_version_published_while_it_waits(server):
+    server.publish(1, tiny_state(1))
+    with WeightClient(server.address, timeout_s=5.0) as client:
+        assert client.wait_for_version(1, timeout_s=0.2) is None  # nothing newer came
+        out: list = []
+        waiter = threading.Thread(target=lambda: out.append(client.wait_for_version(1, 30.0)))
+        waiter.start()
+        deadline = time.monotonic() + 10.0
+        while server.stats()["subscribes"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the long-poll is held by the server
+        time.sleep(0.05)
+        assert waiter.is_alive()  # it waits for a version, not for its timeout
+        server.publish(2, tiny_state(2))
+        waiter.join(timeout=10.0)
+    assert not waiter.is_alive() and out and out[0] is not None
+    version, got = out[0]
+    assert version == 2 and torch.equal(got["wte.weight"], tiny_state(2)["wte.weight"])
+
+
+def test_large_payload_round_trips_with_its_digest(server):
     payload = os.urandom(20 * 1024 * 1024 + 123)  # not a multiple of the chunk size
     server.publish(7, payload)
     with WeightClient(server.address, timeout_s=20.0) as client:

@@ -57,11 +57,11 @@ def test_override_syntax():
         parse_override("no-equals-sign")
 
 
-def test_automatic_buffer_holds_a_generation_per_worker():
+def test_automatic_buffer_is_the_staleness_budget():
     from rewardloop.config import buffer_capacity
 
     assert buffer_capacity(load_config(None, [])) == 24  # one step: lag <= 1
     assert buffer_capacity(load_config(None, ["learner.max_staleness=2"])) == 48
-    # 3 workers x 3 prompts x 8: each worker's share holds a whole generation (no split groups)
-    assert buffer_capacity(load_config(None, ["rollout.num_workers=3"])) == 72
+    # workers share it in whole groups (credits.py): more workers, same staleness budget
+    assert buffer_capacity(load_config(None, ["rollout.num_workers=3"])) == 24
     assert buffer_capacity(load_config(None, ["learner.buffer_capacity=100"])) == 100
