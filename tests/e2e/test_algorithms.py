@@ -137,7 +137,9 @@ def test_max_staleness_zero_is_on_policy_and_synchronous(base_overrides):
     # synchronous: the worker fed each version one generation, so it took every version
     assert worker.counters["rejected"] == 0
     assert worker.counters["generations"] <= steps + 1
-    assert worker.counters["weight_swaps"] >= steps
+    # step k trains on version k-1's data: the worker must have loaded versions 1..steps-1
+    # (version 0 is the model it started with; the last published one it may never need)
+    assert worker.counters["weight_swaps"] >= steps - 1
     # on-policy: the learner's log-probs are the behavior log-probs (ratio 1, nothing clipped)
     assert max(m["kl_behavior"] for m in service.metrics) < 1e-4
     assert max(m["clip_frac"] for m in service.metrics) == 0.0
