@@ -75,6 +75,23 @@ def cmd_feedback(args: argparse.Namespace) -> int:
     return gateway_main.forget(cfg, args.rater) or 0
 
 
+def cmd_model_build(args: argparse.Namespace) -> int:
+    """Build (or find cached) the task's default model; prints its directory. For images and
+    clusters that should not pay the one-time build inside the first run."""
+    from rewardloop.modeling import default_model_dir
+
+    cfg = _load(args)
+    if cfg.model.name_or_path != "default":
+        print(
+            f"config error: model.name_or_path is {cfg.model.name_or_path!r}; only the built-in "
+            "`default` model is built (use --set model.name_or_path=default)",
+            file=sys.stderr,
+        )
+        return 2
+    print(default_model_dir(cfg.model, cfg.task))
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from rewardloop.bench import runner
 
@@ -110,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("rater")
     _config_args(forget)
     fb.set_defaults(func=cmd_feedback)
+    model = sub.add_parser("model", help="the built-in default model")
+    model_sub = model.add_subparsers(dest="model_cmd", required=True)
+    build = model_sub.add_parser(
+        "build", help="build the task's default model into model.cache_dir; prints its path"
+    )
+    _config_args(build)
+    build.set_defaults(func=cmd_model_build)
     bench = sub.add_parser("bench", help="benchmarks (see bench/README.md)")
     bench.add_argument("name")
     bench.add_argument("--json", action="store_true")
