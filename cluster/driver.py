@@ -20,7 +20,7 @@ from . import tasks
 from .actors import LearnerActor
 from .feedback_side import start_feedback
 from .placement import connect, learner_options
-from .pool import RolloutPool
+from .pool import RolloutPool, idle_workers_hint
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -63,6 +63,9 @@ def train(cfg: RunConfig, progress: bool = True) -> dict:
     # spins against them (measured: many times slower steps on 2 cores).
     torch.set_num_threads(1)
     cfg = _with_model_path(cfg, evaluator.model_path)
+    hint = idle_workers_hint(cfg)
+    if hint:
+        log.warning(hint)
     t_ray_start = time.perf_counter()
     connect(cfg)
     # feedback.autostart: a gateway (and simulated raters) for this run; reward.url points at it

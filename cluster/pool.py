@@ -10,7 +10,7 @@ import logging
 
 import ray
 
-from rewardloop.config import RunConfig
+from rewardloop.config import RunConfig, buffer_capacity
 
 from .actors import RolloutActor
 from .placement import rollout_options
@@ -93,3 +93,17 @@ class RolloutPool:
             results.append(self._stop_one(actor, ref))
         self.workers.clear()
         return [r for r in results if r]
+
+
+def idle_workers_hint(cfg: RunConfig) -> str:
+    """A hint when more rollout workers are asked for than the staleness budget can keep busy
+    (each holds credits for at least one whole group at a time); "" when they all fit."""
+    groups = buffer_capacity(cfg) // cfg.rollout.group_size
+    if cfg.rollout.num_workers <= groups:
+        return ""
+    return (
+        f"rollout.num_workers={cfg.rollout.num_workers} but the learner admits only {groups} "
+        f"groups in flight (groups_per_step x max(1, learner.max_staleness)), so "
+        f"{cfg.rollout.num_workers - groups} worker(s) wait idle at any moment; raise "
+        "learner.max_staleness (e.g. --set learner.max_staleness=4) to keep them busy"
+    )

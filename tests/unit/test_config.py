@@ -65,3 +65,15 @@ def test_automatic_buffer_is_the_staleness_budget():
     # workers share it in whole groups (credits.py): more workers, same staleness budget
     assert buffer_capacity(load_config(None, ["rollout.num_workers=3"])) == 24
     assert buffer_capacity(load_config(None, ["learner.buffer_capacity=100"])) == 100
+
+
+def test_idle_workers_hint_names_the_budget_and_the_fix():
+    from rewardloop.cluster.pool import idle_workers_hint
+
+    fits = load_config(None, ["rollout.num_workers=3"])  # 3 groups per step, staleness 1
+    assert idle_workers_hint(fits) == ""
+    too_many = load_config(None, ["rollout.num_workers=6"])
+    hint = idle_workers_hint(too_many)
+    assert "3 worker(s) wait idle" in hint and "learner.max_staleness" in hint
+    budget = load_config(None, ["rollout.num_workers=6", "learner.max_staleness=2"])
+    assert idle_workers_hint(budget) == ""
