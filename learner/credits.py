@@ -126,11 +126,6 @@ class CreditLedger:
                 self._held[worker_id] = held - n
             return self._distribute_locked(prefer_worker=worker_id)
 
-    def free_pool_grants(self) -> list[Grant]:
-        """Hand out whatever sits in the free pool (e.g. after a stream was closed)."""
-        with self._lock:
-            return self._distribute_locked(prefer_worker=None)
-
     def pause(self) -> None:
         """Keep released credits in the pool (grant nothing) until `resume`."""
         with self._lock:
