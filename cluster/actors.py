@@ -181,7 +181,7 @@ class RolloutActor:
             from rewardloop.actors.weight_client import WeightClient
 
             client = WeightClient(endpoints["weights"], timeout_s=self._timeout)
-            weights, wait = client.poll, getattr(client, "wait_for_version", None)
+            weights, wait = client.poll, client.wait_for_version
         else:
             weights, wait = self._object_store_weights, self._object_store_wait
         self.worker = RolloutWorker(

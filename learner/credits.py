@@ -29,7 +29,9 @@ exact. With more, a fast worker's data may arrive before a slow one's (the buffe
 the oldest weights first); only a generation that takes longer than about max_staleness - 1
 learner steps can still arrive too stale (it is dropped and counted). The budget holds
 groups_per_step x max(1, max_staleness) groups, so at most that many workers are generating at
-once: more workers help only up to there. For max_staleness 0 the data made with weights V would be trained at V + 1, one version too
+once: more workers help only up to there.
+
+For max_staleness 0 the data made with weights V would be trained at V + 1, one version too
 late, so the learner `pause`s grants while it trains and `resume`s them once version V + 1 is
 published: workers then generate with V + 1.
 """
