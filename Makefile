@@ -45,4 +45,4 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 readme: $(STAMP)
-	$(BIN)/python -m rewardloop.config_reference --write README.md
+	$(BIN)/python -m rewardloop.config.reference --write README.md

@@ -1,0 +1,1 @@
+"""Rollout workers in plain Python: the generation loop, the trajectory and weight clients."""

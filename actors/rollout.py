@@ -9,7 +9,8 @@ repeat:
     score them with the reward source (delayed sources answer later via poll())
     send complete groups to the learner within credits
 
-Where the sink has no credits (tests, benchmarks), a version feeds at most max_staleness + 1
+The learner is seen only through `rewardloop.sink.TrajectorySink`. Where the sink does not ration
+(`credits is None`: a ListSink in tests, benchmarks), a version feeds at most max_staleness + 1
 generations instead. Every wait returns early once `stop` is set.
 """
 
@@ -30,6 +31,7 @@ from rewardloop.errors import Unavailable
 from rewardloop.prompts import PromptSource
 from rewardloop.sampling import sample_completions
 from rewardloop.scoring import EXPIRED, Score, Scorer, ScoreRequest
+from rewardloop.sink import CreditWait, TrajectorySink
 from rewardloop.trajectory import RewardPart, Trajectory
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class RolloutWorker:
         tokenizer,
         prompts: PromptSource,
         reward: Scorer,
-        sink,
+        sink: TrajectorySink,
         weights: WeightSource | None = None,
         seed: int = 0,
         wait_weights: WeightWait | None = None,
@@ -119,13 +121,13 @@ class RolloutWorker:
     def required_version(self) -> int:
         """The oldest weights whose data the learner can still use (version-aware admission).
 
-        With a credit-granting sink: its latest grant says the learner is at version L, and
-        nothing sent now is trained on before L, so weights older than L - max_staleness
-        would make data that is dropped on arrival. Otherwise: a version feeds at most
-        max_staleness + 1 generations."""
+        When the sink knows the learner's version L (its latest grant said so), nothing sent
+        now is trained on before L, so weights older than L - max_staleness would make data
+        that is dropped on arrival. Otherwise (-1: not known yet, or a sink without credits):
+        a version feeds at most max_staleness + 1 generations."""
         staleness = self.cfg.learner.max_staleness
-        learner_version = getattr(self.sink, "learner_version", None)
-        if isinstance(learner_version, int) and learner_version >= 0:
+        learner_version = self.sink.learner_version
+        if learner_version >= 0:
             return learner_version - staleness
         if self.generations_on_version > staleness:
             return self.version + 1
@@ -193,24 +195,21 @@ class RolloutWorker:
         is full would only grow stale waiting for credits (and be dropped). Returns how many
         groups to generate: as many as the credits cover (they come in whole groups, beyond
         those reserved by groups awaiting rewards), at most prompts_per_generation and at
-        least one (after a timeout, send() waits for the rest)."""
+        least one (after a timeout, send() waits for the rest). A sink without credits: at once."""
         rc = self.cfg.rollout
-        wait = getattr(self.sink, "wait_for_credits", None)
-        if wait is None:
+        if self.sink.credits is None:
             return rc.prompts_per_generation
         reserved = sum(len(p.members) for p in self.pending.values())
         t0 = time.monotonic()
         while not stop.is_set():
             slice_s = min(timeout_s - (time.monotonic() - t0), WAIT_SLICE_S)
-            t_call = time.monotonic()
-            if slice_s <= 0 or wait(reserved + rc.group_size, slice_s):
+            if slice_s <= 0:
                 break
-            if time.monotonic() - t_call < slice_s / 2:
-                break  # the stream ended or was aborted: send() reconnects or says why
+            outcome = self.sink.wait_for_credits(reserved + rc.group_size, slice_s)
+            if outcome is not CreditWait.TIMED_OUT:
+                break  # GRANTED; or ENDED (stream ended or aborted): send() reconnects or says why
         self.counters["waited_for_credits_s"] += time.monotonic() - t0
-        credits = getattr(self.sink, "credits", None)
-        if not isinstance(credits, int):
-            return rc.prompts_per_generation
+        credits = self.sink.credits or 0
         return max(1, min(rc.prompts_per_generation, (credits - reserved) // rc.group_size))
 
     # -- one generation ------------------------------------------------------------------
@@ -314,8 +313,9 @@ class RolloutWorker:
         result = self.sink.send(ready)
         self.counters["send_s"] += time.perf_counter() - t0
         self.counters["sent"] += len(ready)
-        for name in ("accepted", "duplicate", "rejected"):
-            self.counters[name] += len(getattr(result, name, ()) or ())
+        self.counters["accepted"] += len(result.accepted)
+        self.counters["duplicate"] += len(result.duplicate)
+        self.counters["rejected"] += len(result.rejected)
 
     def run(self, stop: threading.Event, max_generations: int | None = None) -> dict:
         """The loop; returns counters. Transient learner unavailability is retried, not fatal."""

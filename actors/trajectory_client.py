@@ -1,5 +1,7 @@
 """The worker's side of `TrajectoryService.Stream`: batched, credit-respecting, reconnecting.
 
+`TrajectoryClient` is the `rewardloop.sink.TrajectorySink` a rollout worker sends to.
+
 `send()` blocks until the learner's credits allow each batch, waits for every batch's Ack, and
 returns what was accepted, duplicate or rejected. A background thread reads Acks (results and
 credit grants). If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the
@@ -17,46 +19,24 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import grpc
 
 from rewardloop import grpc_util
 from rewardloop.errors import Unavailable
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.sink import CreditWait, SendResult
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire import batch_to_proto
 
+__all__ = ["CreditWait", "SendResult", "TrajectoryClient"]
 
-@dataclass
-class SendResult:
-    """Outcome of one `send()`: ids by verdict, with the learner's reason for each rejection.
 
-    After a reconnect, trajectories the learner had already admitted come back as duplicates.
-    """
-
-    accepted: list[str] = field(default_factory=list)
-    duplicate: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    learner_version: int = -1
-
-    @property
-    def n_accepted(self) -> int:
-        return len(self.accepted)
-
-    @property
-    def n_duplicate(self) -> int:
-        return len(self.duplicate)
-
-    @property
-    def n_rejected(self) -> int:
-        return len(self.rejected)
-
-    def add_ack(self, ack: trajectory_pb2.Ack) -> None:
-        self.accepted.extend(ack.accepted)
-        self.duplicate.extend(ack.duplicate)
-        self.rejected.extend((r.id, r.reason) for r in ack.rejected)
-        self.learner_version = max(self.learner_version, ack.learner_version)
+def _add_ack(result: SendResult, ack: trajectory_pb2.Ack) -> None:
+    result.accepted.extend(ack.accepted)
+    result.duplicate.extend(ack.duplicate)
+    result.rejected.extend((r.id, r.reason) for r in ack.rejected)
+    result.learner_version = max(result.learner_version, ack.learner_version)
 
 
 class _Stream:
@@ -193,11 +173,12 @@ class TrajectoryClient:
                 self._stream.close()
                 self._stream = None
 
-    def wait_for_credits(self, n: int, timeout_s: float) -> bool:
+    def wait_for_credits(self, n: int, timeout_s: float) -> CreditWait:
         """Block until this client may send min(n, its share of the buffer) trajectories.
 
         Workers call it before generating, so that data is not made while the learner's
-        buffer is full (it would only grow stale waiting). False on timeout or abort.
+        buffer is full (it would only grow stale waiting). GRANTED, TIMED_OUT, or ENDED when
+        the stream ended or the client was aborted (send() then reconnects or says why).
         """
         with self._send_lock:
             st = self._stream or self._connect()
@@ -205,12 +186,12 @@ class TrajectoryClient:
         with st.cond:
             while not (st.ended or self._aborted.is_set()):
                 if st.credits >= min(n, max(1, st.peak_credits)):
-                    return True
+                    return CreditWait.GRANTED
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return False
+                    return CreditWait.TIMED_OUT
                 st.cond.wait(min(left, 1.0))
-        return False
+        return CreditWait.ENDED
 
     def abort(self) -> None:
         """From another thread: make a send() that waits for credits or acks raise Unavailable
@@ -251,7 +232,7 @@ class TrajectoryClient:
                 st = self._stream or self._connect()
                 with st.cond:
                     for seq in [s for s in st.acks if s in unacked]:
-                        result.add_ack(st.acks.pop(seq))
+                        _add_ack(result, st.acks.pop(seq))
                         del unacked[seq]
                     if st.ended:
                         # Re-send what was not acked, in the original order, on a new stream.

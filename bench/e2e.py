@@ -7,7 +7,7 @@ step, 24 new tokens at temperature 1, the same learning rate / warm-up / KL (rew
 config values unless given), the same evaluation (`samples_per_prompt` completions per
 held-out prompt every `eval_every` steps) and the same step cap:
 
-- rewardloop: `cluster.driver.train(cfg)` with `eval.target` (Ray, a learner and workers).
+- rewardloop: `cluster.run.train(cfg)` with `eval.target` (Ray, a learner and workers).
   The time to target is when the driver writes the evaluation that meets it (metrics.jsonl
   is watched); checkpointing and the final evaluation after that are not counted.
 - trl: `bench/trl_grpo.py`, TRL's GRPOTrainer (offline, CPU), capped at `--time-cap-s`.
@@ -41,7 +41,7 @@ SYSTEMS = ("rewardloop", "trl", "minimal")
 
 def child_rewardloop(overrides: list[str], target: float) -> dict:
     """train(cfg) with a watcher on metrics.jsonl that timestamps the first eval >= target."""
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
     from rewardloop.config import load_config
 
     t_call = time.perf_counter()
@@ -74,10 +74,7 @@ def child_rewardloop(overrides: list[str], target: float) -> dict:
         total = time.perf_counter() - t_call
         time.sleep(0.2)
         stop.set()
-        watcher.join(timeout=5)
-        import ray
-
-        ray.shutdown()
+        watcher.join(timeout=5)  # train() has shut down the Ray it started
         profile = _step_profile(Path(out) / "metrics.jsonl", seen["steps"])
         shutil.rmtree(out, ignore_errors=True)
     return {

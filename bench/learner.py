@@ -8,7 +8,7 @@ warm-up (the first `--skip` steps: worker start-up, first weights). Two deployme
   (the external-worker setup). The ingest server's batch handling is wrapped with a timer, so
   each step also shows the learner CPU time spent admitting trajectories (it runs on gRPC
   threads, concurrently with training, and competes with it for the GIL).
-- ray: `cluster.driver.train(cfg)` (Ray actors, object-store weights), the `rewardloop train`
+- ray: `cluster.run.train(cfg)` (Ray actors, object-store weights), the `rewardloop train`
   path, in a spawned process; its metrics.jsonl gives the same per-step split without ingest.
 
 Steady-state wait fraction = sum(wait_s) / wall time over the steps after the warm-up.
@@ -43,13 +43,14 @@ def worker_run(worker_id: str, seed: int, endpoints: dict, stop_file: str, overr
     from rewardloop.actors.rollout import RolloutWorker
     from rewardloop.actors.trajectory_client import TrajectoryClient
     from rewardloop.actors.weight_client import WeightClient
-    from rewardloop.cluster import tasks
     from rewardloop.config import load_config
+    from rewardloop.feedback.sources.for_task import train_reward_source
     from rewardloop.modeling import load_policy
+    from rewardloop.tasks import get_task
 
     cfg = load_config(None, overrides)
     torch.set_num_threads(cfg.rollout.torch_threads)
-    model, tok, _ = load_policy(cfg.model)
+    model, tok, _ = load_policy(cfg)
     timeout = cfg.rollout.rpc_timeout_s
     client = TrajectoryClient(
         endpoints["ingest"], worker_id, timeout_s=timeout, batch_size=cfg.rollout.send_batch_size
@@ -60,12 +61,12 @@ def worker_run(worker_id: str, seed: int, endpoints: dict, stop_file: str, overr
         cfg,
         model,
         tok,
-        tasks.prompt_source(cfg),
-        tasks.reward_source(cfg, seed),
+        get_task(cfg.task).prompts(cfg),
+        train_reward_source(cfg, seed),
         client,
         weights=weights.poll,
         seed=seed,
-        wait_weights=getattr(weights, "wait_for_version", None),  # long-poll when there is one
+        wait_weights=weights.wait_for_version,  # the long-poll
     )
     stop = threading.Event()
 
@@ -92,7 +93,7 @@ def run_service(k: int, steps: int, overrides: list, workers: common.Workers) ->
     overrides = ["rollout.weight_sync=grpc", f"rollout.num_workers={k}", *overrides]
     cfg = load_config(None, overrides)
     torch.set_num_threads(cfg.learner.torch_threads)
-    model, tok, _ = load_policy(cfg.model)
+    model, tok, _ = load_policy(cfg)
     service = LearnerService(cfg, model, tok, publish=None, device="cpu")
     ingest_s = [0.0]
     lock = threading.Lock()
@@ -146,7 +147,7 @@ def run_service(k: int, steps: int, overrides: list, workers: common.Workers) ->
 
 def ray_train(k: int, steps: int, overrides: list) -> dict:
     """`train(cfg)` with k workers and no evaluation between start and end (spawned process)."""
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
     from rewardloop.config import load_config
 
     out = tempfile.mkdtemp(prefix="bench-learner-ray-")
@@ -165,10 +166,7 @@ def ray_train(k: int, steps: int, overrides: list) -> dict:
         summary = train(cfg, progress=False)
     except Exception as exc:  # keep the steps it made; say why it stopped
         error = f"{type(exc).__name__}: {exc}"
-    finally:
-        import ray
-
-        ray.shutdown()
+    # train() has shut down the Ray it started, whether it finished or failed
     path = Path(out) / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     metrics = [r for r in map(json.loads, lines) if "event" not in r]

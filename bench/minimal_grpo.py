@@ -33,12 +33,12 @@ from collections import Counter
 import torch
 
 from rewardloop.config import ModelConfig, RewardConfig
-from rewardloop.feedback.base import ScoreRequest
-from rewardloop.feedback.personas import PersonaReward
+from rewardloop.feedback.sim.personas import PersonaReward
+from rewardloop.feedback.sources.base import ScoreRequest
 from rewardloop.modeling import load_policy
-from rewardloop.newsfeed.corpus import classify_headline
-from rewardloop.newsfeed.prompts import eval_prompts, train_prompts
-from rewardloop.newsfeed.readers import READERS
+from rewardloop.tasks.newsfeed.corpus import classify_headline
+from rewardloop.tasks.newsfeed.prompts import eval_prompts, train_prompts
+from rewardloop.tasks.newsfeed.readers import READERS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -33,15 +33,16 @@ _STATE: dict = {}  # per process: model, tokenizer, worker, rows
 def _setup(seed: int, address: str = "", overrides: tuple = ()) -> dict:
     """Load the model and build the worker once per process (untimed)."""
     from rewardloop.actors.rollout import RolloutWorker
-    from rewardloop.cluster import tasks
     from rewardloop.config import load_config
+    from rewardloop.feedback.sources.for_task import train_reward_source
     from rewardloop.modeling import load_policy
     from rewardloop.sampling import left_pad
+    from rewardloop.tasks import get_task
 
     torch.set_num_threads(1)
     cfg = load_config(None, list(overrides))
     if "model" not in _STATE:
-        _STATE["model"], _STATE["tok"], _ = load_policy(cfg.model)
+        _STATE["model"], _STATE["tok"], _ = load_policy(cfg)
     model, tok = _STATE["model"], _STATE["tok"]
     sink: object = NullSink()
     if address:
@@ -50,14 +51,14 @@ def _setup(seed: int, address: str = "", overrides: tuple = ()) -> dict:
         sink = TrajectoryClient(
             address, f"bench-{seed}", timeout_s=60.0, batch_size=cfg.rollout.send_batch_size
         )
-    prompts = tasks.prompt_source(cfg)
+    prompts = get_task(cfg.task).prompts(cfg)
     worker = RolloutWorker(
         f"bench-{seed}",
         cfg,
         model,
         tok,
         prompts,
-        tasks.reward_source(cfg, seed),
+        train_reward_source(cfg, seed),
         sink,
         weights=None,
         seed=seed,

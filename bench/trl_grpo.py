@@ -48,8 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def balanced_prompts(steps: int, seed: int) -> list[dict]:
     """steps x (one training prompt per reader), each triple in a random reader order."""
-    from rewardloop.newsfeed.prompts import train_prompts
-    from rewardloop.newsfeed.readers import READERS
+    from rewardloop.tasks.newsfeed.prompts import train_prompts
+    from rewardloop.tasks.newsfeed.readers import READERS
 
     rng = random.Random(seed)
     by_reader = {r.name: [p for p in train_prompts() if p.reader == r.name] for r in READERS}
@@ -74,11 +74,11 @@ def main(argv: list[str] | None = None, t_call: float | None = None) -> dict:
 
     from rewardloop.config import ModelConfig, RewardConfig
     from rewardloop.feedback.evaluation import evaluate_policy
-    from rewardloop.feedback.personas import PersonaReward
+    from rewardloop.feedback.sim.personas import PersonaReward
     from rewardloop.modeling import load_policy
-    from rewardloop.newsfeed.prompts import eval_prompts
     from rewardloop.prompts import Prompt
     from rewardloop.scoring import ScoreRequest
+    from rewardloop.tasks.newsfeed.prompts import eval_prompts
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -13,9 +13,10 @@ model, and a synthetic ~100 MB state dict) and each worker count, one version is
 - raw TCP: the same safetensors bytes, length-prefixed, one loopback connection per worker
   (`common.fetch_payload`: received into one buffer; no integrity check, no decode).
 - memcpy: one copy of the same bytes into a preallocated buffer (the floor).
-- object_store: the in-cluster path. A publisher actor `ray.put`s the version as LearnerActor
-  does (`ObjectStoreWeights`: one contiguous safetensors buffer), then every worker actor asks
-  it for the ref and `ray.get`s it, which yields the state dict (private tensors).
+- object_store: the in-cluster path (`cluster/object_store_bench.py`). A publisher actor
+  `ray.put`s the version as LearnerActor does (`ObjectStoreWeights`: one contiguous safetensors
+  buffer; the ref kept in a `WeightRegistry`), then every worker actor asks it for the ref and
+  `ray.get`s it, which yields the state dict (private tensors).
 
 **Which figure the goal check uses.** The goal (gRPC >= 0.6 x raw TCP) is checked on
 grpc_transport: raw TCP is handed bytes that are already serialized and ends with bytes in a
@@ -30,8 +31,10 @@ without a goal), and `stages` breaks the encoding down.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -66,6 +69,11 @@ def payload_state(size: str) -> tuple[str, dict[str, torch.Tensor]]:
     return f"synthetic {float(size):g} MB state dict", synthetic_state(float(size))
 
 
+def payload_tensors(size: str) -> dict[str, torch.Tensor]:
+    """The state dict of `payload_state(size)` (built inside the object-store publisher)."""
+    return payload_state(size)[1]
+
+
 # ---- worker side (spawned processes) ---------------------------------------------------
 
 _CLIENTS: dict = {}
@@ -91,38 +99,6 @@ def worker_grpc(address: str, newer_than: int, wait_s: float) -> dict:
 def worker_tcp(port: int) -> dict:
     data = common.fetch_payload(port)
     return {"t_end": time.monotonic(), "bytes": len(data)}
-
-
-class _Publisher:
-    """Ray actor body: holds the state dict and puts each version in the object store."""
-
-    def __init__(self, size: str):
-        torch.set_num_threads(1)
-        self.state = payload_state(size)[1]
-        self.latest = None
-
-    def publish(self, version: int) -> float:
-        import ray
-
-        t0 = time.monotonic()
-        from rewardloop.weight_wire import ObjectStoreWeights
-
-        self.latest = (version, [ray.put(ObjectStoreWeights(self.state))])  # as LearnerActor
-        return time.monotonic() - t0
-
-    def latest_weights(self, have_version: int):
-        return self.latest if self.latest and self.latest[0] > have_version else None
-
-
-class _Fetcher:
-    """Ray actor body: a rollout worker's `_object_store_weights`."""
-
-    def fetch(self, publisher, have_version: int) -> dict:
-        import ray
-
-        version, (ref,) = ray.get(publisher.latest_weights.remote(have_version), timeout=120)
-        state = ray.get(ref, timeout=120)
-        return {"t_end": time.monotonic(), "tensors": len(state), "version": version}
 
 
 # ---- one delivery per transport --------------------------------------------------------
@@ -160,15 +136,6 @@ def deliver_grpc_transport(workers, server, payload: bytes, version: int, k: int
 def deliver_tcp(workers, port: int, k: int) -> float:
     t0 = time.monotonic()
     ends = workers.map(k, worker_tcp, [(port,)] * k)
-    return max(e["t_end"] for e in ends) - t0
-
-
-def deliver_object_store(publisher, fetchers, version: int, k: int) -> float:
-    import ray
-
-    t0 = time.monotonic()
-    ray.get(publisher.publish.remote(version), timeout=120)
-    ends = ray.get([f.fetch.remote(publisher, version - 1) for f in fetchers[:k]], timeout=300)
     return max(e["t_end"] for e in ends) - t0
 
 
@@ -238,12 +205,11 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
     server.start()
     tcp = common.PayloadServer(payload)
     version = 0
-    publisher = fetchers = None
+    fanout = None
     if use_ray:
-        import ray
+        from rewardloop.cluster.object_store_bench import ObjectStoreFanout
 
-        publisher = ray.remote(_Publisher).options(num_cpus=1).remote(size)
-        fetchers = [ray.remote(_Fetcher).options(num_cpus=1).remote() for _ in range(max(counts))]
+        fanout = ObjectStoreFanout(functools.partial(payload_tensors, size), max(counts))
     try:
         for k in counts:
             times: dict[str, list[float]] = {"tcp": [], "grpc": [], "grpc_transport": []}
@@ -257,7 +223,7 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
                 version += 1
                 got["grpc_transport"] = deliver_grpc_transport(workers, server, payload, version, k)
                 if use_ray:
-                    got["object_store"] = deliver_object_store(publisher, fetchers, version, k)
+                    got["object_store"] = fanout.deliver(version, k)
                 if r:
                     phases.append(ph)
                     for name, v in got.items():
@@ -273,11 +239,8 @@ def measure_size(size: str, counts: list[int], workers, use_ray: bool, repeats: 
     finally:
         server.stop(grace_s=1.0)
         tcp.close()
-        if use_ray:
-            import ray
-
-            for actor in [publisher, *fetchers]:
-                ray.kill(actor)
+        if fanout is not None:
+            fanout.close()
     return out
 
 
@@ -346,26 +309,16 @@ def main(argv: list[str]) -> dict:
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     counts = sorted({int(c) for c in args.workers.split(",")})
     use_ray = not args.no_ray
-    if use_ray:
-        import ray
+    ray_scope = nullcontext()
+    if use_ray:  # this process's Ray, else a local one for these measurements only
+        from rewardloop.cluster.object_store_bench import local_ray
 
-        ray.init(
-            num_cpus=max(counts) + 2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        ray_scope = local_ray(num_cpus=max(counts) + 2)
     results, comps = {}, []
-    try:
-        with common.Workers(max(counts)) as workers:
-            for size in sizes:
-                results[size] = measure_size(size, counts, workers, use_ray, args.repeats)
-                comps += comparisons_for(size, results[size], counts, use_ray)
-    finally:
-        if use_ray:
-            import ray
-
-            ray.shutdown()
+    with ray_scope, common.Workers(max(counts)) as workers:
+        for size in sizes:
+            results[size] = measure_size(size, counts, workers, use_ray, args.repeats)
+            comps += comparisons_for(size, results[size], counts, use_ray)
     return common.result(
         "weights",
         argv,

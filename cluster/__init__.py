@@ -1,0 +1,1 @@
+"""The only Ray code: thin actor shells, placement, the rollout pool and the `Run` driver."""

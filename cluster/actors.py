@@ -19,10 +19,11 @@ import ray
 import torch
 
 from rewardloop.config import RunConfig
+from rewardloop.learner.weight_registry import WeightRegistry
 from rewardloop.modeling import load_policy
 from rewardloop.weight_wire import ObjectStoreWeights
 
-RECENT_VERSIONS = 8
+RECENT_VERSIONS = 8  # kept reachable by number, so the driver can save one it evaluated
 WEIGHT_WAITERS = 64  # threads for weight fetches and long-polls: one per rollout worker, at most
 MAX_WAIT_S = 10.0  # longest one long-poll call is held in the learner
 
@@ -43,7 +44,8 @@ def _advertised(address: str) -> str:
 
 @ray.remote(max_concurrency=8, concurrency_groups={"weights": WEIGHT_WAITERS})
 class LearnerActor:
-    """Ray shell over learner.service.LearnerService."""
+    """Ray shell over learner.service.LearnerService; its versions live in a WeightRegistry of
+    object refs (answers are `(version, [ref])`: a list, so Ray hands back the ref itself)."""
 
     def __init__(self, cfg: RunConfig):
         from rewardloop.learner.service import LearnerService
@@ -52,24 +54,18 @@ class LearnerActor:
         device = cfg.learner.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, tokenizer, self.model_path = load_policy(cfg.model, cfg.task)
-        self._latest: tuple[int, list] | None = None
-        self._recent: dict[int, ray.ObjectRef] = {}
-        self._lock = threading.Lock()
-        self._published = threading.Condition(self._lock)
+        model, tokenizer, self.model_path = load_policy(cfg)
+        self.registry = WeightRegistry(keep=RECENT_VERSIONS, max_wait_s=MAX_WAIT_S)
         self.service = LearnerService(cfg, model, tokenizer, publish=self._publish, device=device)
         self.device = device
 
     def _publish(self, version: int, state: dict) -> None:
         ref = ray.put(ObjectStoreWeights(state))  # one buffer; ray.get returns the state dict
-        with self._lock:
-            self._latest = (version, [ref])  # wrapped in a list so Ray hands back the ref itself
-            self._recent[version] = (
-                ref  # a few recent versions, so the driver can save one it evaluated
-            )
-            for old in sorted(self._recent)[:-RECENT_VERSIONS]:
-                del self._recent[old]
-            self._published.notify_all()
+        self.registry.publish(version, ref)
+
+    @staticmethod
+    def _reply(latest: tuple[int, ray.ObjectRef] | None):
+        return None if latest is None else (latest[0], [latest[1]])
 
     def start(self) -> dict:
         address = self.service.start()
@@ -88,23 +84,13 @@ class LearnerActor:
     @ray.method(concurrency_group="weights")
     def latest_weights(self, have_version: int):
         """(version, [ref]) of the newest weights if newer than `have_version`, else None."""
-        with self._lock:
-            if self._latest is None or self._latest[0] <= have_version:
-                return None
-            return self._latest
+        return self._reply(self.registry.latest(have_version))
 
     @ray.method(concurrency_group="weights")
     def wait_for_version(self, newer_than: int, timeout_s: float):
         """Long-poll: like `latest_weights`, but blocks up to `timeout_s` (<= MAX_WAIT_S) for a
         version newer than `newer_than` to be published."""
-        with self._published:
-            self._published.wait_for(
-                lambda: self._latest is not None and self._latest[0] > newer_than,
-                timeout=min(max(0.0, timeout_s), MAX_WAIT_S),
-            )
-            if self._latest is None or self._latest[0] <= newer_than:
-                return None
-            return self._latest
+        return self._reply(self.registry.wait_for_newer(newer_than, timeout_s))
 
     def status(self) -> dict:
         return self.service.status()
@@ -118,8 +104,7 @@ class LearnerActor:
         """Checkpoint the current weights, or those of `version` (one the driver evaluated): given
         as `weights`, else looked up among the recent versions."""
         if weights is None:
-            with self._lock:
-                ref = self._recent.get(version) if version is not None else None
+            ref = self.registry.get(version) if version is not None else None
             weights = ray.get(ref) if ref is not None else None
         return self.service.save(
             path, meta, weights=weights, version=version if weights is not None else None
@@ -135,13 +120,14 @@ class RolloutActor:
     its model meanwhile); `run(endpoints)` connects to the learner and loops."""
 
     def __init__(self, worker_id: str, cfg: RunConfig, learner, seed: int):
-        from rewardloop.cluster import tasks
+        from rewardloop.feedback.sources.for_task import train_reward_source
+        from rewardloop.tasks import get_task
 
         _setup(cfg.rollout.torch_threads)
         self.worker_id, self.cfg, self.seed = worker_id, cfg, seed
-        self.model, self.tokenizer, _ = load_policy(cfg.model, cfg.task)
-        self.prompts = tasks.prompt_source(cfg)
-        self.reward = tasks.reward_source(cfg, seed)
+        self.model, self.tokenizer, _ = load_policy(cfg)
+        self.prompts = get_task(cfg.task).prompts(cfg)
+        self.reward = train_reward_source(cfg, seed)
         self._learner = learner
         self._stop = threading.Event()
         self._timeout = cfg.rollout.rpc_timeout_s

@@ -84,8 +84,8 @@ def start_feedback(cfg: RunConfig) -> FeedbackSide:
     """Start what `cfg.feedback` asks for (nothing unless autostart); call after `connect()`."""
     if not cfg.feedback.autostart:
         return FeedbackSide(cfg)
-    from rewardloop.feedback.core import resolve_token
-    from rewardloop.feedback.gateway import FeedbackGateway
+    from rewardloop.feedback.gateway.core import resolve_token
+    from rewardloop.feedback.gateway.server import FeedbackGateway
 
     fb = cfg.feedback
     store = _store_path(fb.store_path, cfg.out)
@@ -126,14 +126,17 @@ def start_feedback(cfg: RunConfig) -> FeedbackSide:
 
 
 def _start_raters(cfg: RunConfig, http_url: str, token: str):
-    from rewardloop.feedback.helpdesk_users import HelpdeskUser, SimulatedRaters
+    from rewardloop.feedback.sim.helpdesk_users import SimulatedRaters
+    from rewardloop.feedback.sources.function_source import import_callable
+    from rewardloop.tasks import get_task
 
     fb = cfg.feedback
+    user = import_callable(get_task(cfg.task).raters, key="feedback.simulated_raters")
     raters = SimulatedRaters.over_http(
         http_url,
         token,
         ca_cert=fb.tls_cert,
-        user=HelpdeskUser(cfg.reward.like_prob, cfg.reward.dislike_prob),
+        user=user(cfg.reward.like_prob, cfg.reward.dislike_prob),
         n_raters=fb.simulated_raters,
         mean_delay_s=fb.rating_delay_s,
         seed=cfg.seed,

@@ -10,13 +10,15 @@ from rewardloop.config import RunConfig
 
 
 def connect(cfg: RunConfig) -> None:
-    """Join cfg.cluster.address, or start an embedded local Ray sized for the run."""
+    """Join cfg.cluster.address (else RAY_ADDRESS), or start an embedded local Ray sized for
+    the run; nothing when this process is already connected."""
     if ray.is_initialized():
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage-stats reporting at start-up
-    if cfg.cluster.address:
-        ray.init(address=cfg.cluster.address, include_dashboard=False, log_to_driver=True)
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS", "")
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray starts worker processes at nice 15: the learner and the rollout actors would lose the

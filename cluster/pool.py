@@ -81,6 +81,10 @@ class RolloutPool:
                     errors.append(f"{worker_id}: {exc}")
         return errors
 
+    def actors(self) -> list:
+        """The actor handles of every worker (launched or running)."""
+        return [actor for _, actor, _ in self.workers]
+
     def stats(self) -> list[dict]:
         refs = [actor.stats.remote() for _, actor, _ in self.workers]
         return ray.get(refs, timeout=self.cfg.rollout.rpc_timeout_s)

@@ -1,0 +1,1 @@
+"""The central learner: ingest, buffer, credits, algorithms, trainer, weights, checkpoints."""

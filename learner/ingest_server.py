@@ -75,10 +75,8 @@ class IngestServer:
     ):
         self.buffer = buffer
         self._version_fn = version_fn
-        self._host, self._port = host, port
         self._vocab_size = vocab_size
         self._capacity = capacity or buffer.capacity
-        self._max_workers = max_workers
         self._credit_unit = credit_unit  # credits go out in whole groups (see credits.py)
         self._ledger = CreditLedger(self._capacity, unit=credit_unit)
         self._lock = threading.Lock()
@@ -86,8 +84,16 @@ class IngestServer:
         self._ids = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
-        self._server: grpc.Server | None = None
-        self._health = None
+        servicer = _Servicer(self)
+        self._grpc = grpc_util.GrpcServer(
+            [lambda s: trajectory_pb2_grpc.add_TrajectoryServiceServicer_to_server(servicer, s)],
+            host=host,
+            port=port,
+            max_workers=max_workers,
+            health_names=[SERVICE_NAME],
+            name="ingest",
+            what="learner.port",
+        )
         self._prev_hook = None
         self._stopping = False
 
@@ -95,44 +101,43 @@ class IngestServer:
 
     def start(self) -> int:
         """Bind and serve; returns the bound port."""
-        if self._server is not None:
+        if self._grpc.started:
             raise RuntimeError("IngestServer already started")
         self._stopping = False
         self._ledger = CreditLedger(
             self._capacity, held=self.buffer.held_by_worker(), unit=self._credit_unit
         )
-        server = grpc_util.new_server(self._max_workers)
-        trajectory_pb2_grpc.add_TrajectoryServiceServicer_to_server(_Servicer(self), server)
-        self._health = grpc_util.add_health(server, [SERVICE_NAME])
-        self._port = grpc_util.bind(server, self._host, self._port)
         self._prev_hook = self.buffer.on_release
         self.buffer.on_release = self._on_release
-        server.start()
-        self._server = server
-        return self._port
+        try:
+            self._grpc.start()
+        except BaseException:
+            self.buffer.on_release = self._prev_hook
+            raise
+        return self._grpc.port
 
     def stop(self, grace_s: float = 2.0) -> None:
         """Stop serving: health NOT_SERVING, open streams end with UNAVAILABLE, then shut down."""
-        if self._server is None:
+        if not self._grpc.started:
             return
         self._stopping = True
-        grpc_util.set_not_serving(self._health)
+        self._grpc.stop(grace_s, drain=self._end_streams)
+
+    def _end_streams(self) -> None:
         if self.buffer.on_release == self._on_release:
             self.buffer.on_release = self._prev_hook
         with self._lock:
             streams = list(self._streams.values())
         for st in streams:
             st.acks.put(_Abort(grpc.StatusCode.UNAVAILABLE, "ingest server is stopping"))
-        self._server.stop(grace_s).wait(grace_s + 1.0)
-        self._server = None
 
     @property
     def address(self) -> str:
-        return f"{self._host}:{self._port}"
+        return self._grpc.address
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._grpc.port
 
     def stats(self) -> dict:
         """Server counters (rejections by field), open streams, and the credit ledger."""

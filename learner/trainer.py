@@ -2,12 +2,13 @@
 
 batch      <- collate(groups)
 logits     <- policy(prompt + completion)               # learner recomputes log-probs
-A          <- advantages(rewards, groups)               # grpo | rloo | reinforce | ppo
-grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)
+algo       <- ALGORITHM_TABLE[learner.algorithm]        # once, in __init__ (algorithms.py)
+A          <- algo.advantages(rewards, groups)          # grpo | rloo | reinforce | ppo
+grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss)
 rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
 loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
 skip the step if the loss or the gradient norm is not finite (counted, with the reason)
-clip the gradient norm, Adam step          # ppo: repeated for learner.ppo_epochs passes
+clip the gradient norm, Adam step          # repeated for algo.epochs(cfg) passes (ppo)
 schedule step, version += 1
 """
 
@@ -22,11 +23,10 @@ import torch
 from rewardloop.config import LearnerConfig
 from rewardloop.learner import advantages as adv
 from rewardloop.learner import losses
+from rewardloop.learner.algorithms import LossResult, algorithm_for
 from rewardloop.learner.batching import TrainBatch, collate, completion_logits, token_logprobs
 from rewardloop.learner.schedule import make_scheduler
 from rewardloop.trajectory import Trajectory
-
-CLIP_ALGORITHMS = ("grpo", "ppo")
 
 
 class Trainer:
@@ -43,6 +43,7 @@ class Trainer:
         compute_dtype: torch.dtype = torch.float32,
     ):
         self.cfg = cfg
+        self.algorithm = algorithm_for(cfg.algorithm)
         self.pad_id = pad_id
         self.temperature = temperature
         self.device = torch.device(device)
@@ -72,30 +73,20 @@ class Trainer:
         return ref
 
     def advantages(self, batch: TrainBatch) -> torch.Tensor:
-        algo = self.cfg.algorithm
-        if algo == "grpo":
-            return adv.group_relative(
-                batch.rewards, batch.group_index, scale_std=self.cfg.scale_std
-            )
-        if algo == "rloo":
-            return adv.leave_one_out(batch.rewards, batch.group_index)
-        if algo == "reinforce":
-            return adv.reinforce_baseline(batch.rewards, self.baseline)
-        # ppo: no critic for sequence rewards; a running baseline, whitened over the batch.
-        return adv.whiten(adv.reinforce_baseline(batch.rewards, self.baseline))
+        return self.algorithm.advantages(batch.rewards, batch.group_index, self.cfg, self.baseline)
 
     def step(self, groups: list[list[Trajectory]]) -> dict[str, float]:
         """Train on the groups; returns per-step metrics. Advances `version` unless skipped.
 
-        `ppo` makes `learner.ppo_epochs` passes over the batch (each an Adam step, the ratio always
-        against the behavior log-probs, so the clip bounds the whole step); the metrics are the
-        first pass's (the behavior/learner mismatch as it arrived), plus the last pass's clip
+        Makes `algorithm.epochs(cfg)` passes over the batch: 1, or `learner.ppo_epochs` for `ppo`
+        (each an Adam step, the ratio always against the behavior log-probs, so the clip bounds
+        the whole step); the metrics are the first pass's (the behavior/learner mismatch as it arrived), plus the last pass's clip
         fraction. A non-finite pass ends the step; the step counts as skipped if no pass updated.
         """
         t0 = time.perf_counter()
         batch = collate(groups, self.pad_id).to(self.device)
         advantages = self.advantages(batch).to(self.device)
-        epochs = self.cfg.ppo_epochs if self.cfg.algorithm == "ppo" else 1
+        epochs = self.algorithm.epochs(self.cfg)
         updates, skip, optimizer_s = 0, "", 0.0
         for epoch in range(epochs):
             last, skip, seconds = self._update(batch, advantages)
@@ -129,8 +120,8 @@ class Trainer:
         with self._autocast():
             logits = completion_logits(self.model, batch, self.temperature)
         logprobs = token_logprobs(logits, batch)
-        metrics = self._policy_loss(logprobs, batch, advantages)
-        loss = metrics.pop("_loss")
+        policy = self._policy_loss(logprobs, batch, advantages)
+        loss, metrics = policy.loss, dict(policy.stats)
         if self.reference is not None:
             with torch.no_grad(), self._autocast():
                 ref_logits = completion_logits(self.reference, batch, self.temperature)
@@ -170,26 +161,10 @@ class Trainer:
 
     def _policy_loss(
         self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor
-    ) -> dict:
-        cfg = self.cfg
-        if cfg.algorithm in CLIP_ALGORITHMS:
-            loss, stats = losses.ppo_clip_loss(
-                logprobs,
-                batch.behavior_logprobs,
-                advantages,
-                batch.mask,
-                clip_eps=cfg.clip_eps,
-                aggregation=cfg.aggregation,
-            )
-        else:
-            weights, is_stats = losses.truncated_importance_weights(
-                logprobs.detach(), batch.behavior_logprobs, batch.mask, cap=cfg.is_cap
-            )
-            loss, stats = losses.policy_gradient_loss(
-                logprobs, advantages, batch.mask, weights=weights, aggregation=cfg.aggregation
-            )
-            stats = {**stats, **is_stats}
-        return {"_loss": loss, **{k: float(v) for k, v in stats.items()}}
+    ) -> LossResult:
+        return self.algorithm.loss(
+            logprobs, batch.behavior_logprobs, batch.mask, advantages, self.cfg
+        )
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=self.compute_dtype, enabled=self.autocast)

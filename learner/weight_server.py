@@ -48,14 +48,33 @@ class WeightServer:
     ):
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes: must be >= 1, got {chunk_bytes}")
-        self._host, self._port = host, port
         self.chunk_bytes = chunk_bytes
-        self._max_workers = max_workers
         self._cond = threading.Condition()
         self._latest: EncodedVersion | None = None
         self._stopping = False
-        self._server: grpc.Server | None = None
-        self._health = None
+        handlers = {
+            "Subscribe": grpc.unary_stream_rpc_method_handler(
+                self.subscribe,
+                request_deserializer=weights_pb2.SubscribeRequest.FromString,
+                response_serializer=None,  # the handler yields pre-serialized WeightChunks
+            )
+        }
+
+        def register(server: grpc.Server) -> None:
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
+            )
+            server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+        self._grpc = grpc_util.GrpcServer(
+            [register],
+            host=host,
+            port=port,
+            max_workers=max_workers,
+            health_names=[SERVICE_NAME],
+            name="weights",
+            what="weight server port",
+        )
         self._counts: Counter[str] = Counter()
         self.last_encode_s = 0.0
 
@@ -92,45 +111,29 @@ class WeightServer:
     # ---- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> int:
-        if self._server is not None:
+        """Bind and serve; returns the bound port."""
+        if self._grpc.started:
             raise RuntimeError("WeightServer already started")
         self._stopping = False
-        server = grpc_util.new_server(self._max_workers)
-        handlers = {
-            "Subscribe": grpc.unary_stream_rpc_method_handler(
-                self.subscribe,
-                request_deserializer=weights_pb2.SubscribeRequest.FromString,
-                response_serializer=None,  # the handler yields pre-serialized WeightChunks
-            )
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),)
-        )
-        server.add_registered_method_handlers(SERVICE_NAME, handlers)
-        self._health = grpc_util.add_health(server, [SERVICE_NAME])
-        self._port = grpc_util.bind(server, self._host, self._port)
-        server.start()
-        self._server = server
-        return self._port
+        self._grpc.start()
+        return self._grpc.port
 
     def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, end every subscription with UNAVAILABLE, shut down within the grace."""
-        if self._server is None:
-            return
-        grpc_util.set_not_serving(self._health)
+        self._grpc.stop(grace_s, drain=self._end_subscriptions)
+
+    def _end_subscriptions(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        self._server.stop(grace_s).wait(grace_s + 1.0)
-        self._server = None
 
     @property
     def address(self) -> str:
-        return f"{self._host}:{self._port}"
+        return self._grpc.address
 
     @property
     def port(self) -> int:
-        return self._port
+        return self._grpc.port
 
     def stats(self) -> dict:
         with self._cond:

@@ -40,39 +40,58 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
 
     cfg = _load(args)
     summary = train(cfg, progress=not args.quiet)
-    readers = summary["readers"]
     print(f"\nrun directory: {cfg.out}")
     print(
         f"steps {summary['steps']}  seconds {summary['seconds']}  trajectories {summary['trajectories']}"
         f"  ({summary['trajectories_per_s']}/s)  mean lag {summary['policy_lag_mean']:.2f}"
     )
-    for name, r in readers.items():
-        print(f"  {name:>12}: like rate {r['like_rate_start']:.3f} -> {r['like_rate_end']:.3f}")
+    for line in summary_lines(summary["eval"]):
+        print(line)
     return 0
 
 
+def summary_lines(section: dict, indent: str = "") -> list[str]:
+    """The eval section as printed: the metric start -> end, then per key; the audience after."""
+    calls = section.get("reward_calls")
+    extra = f"  ({calls['calls']} reward calls, {calls['errors']} failed)" if calls else ""
+    lines = [
+        f"{indent}{section['metric']}: {_fmt(section['start'])} -> {_fmt(section['end'])}{extra}"
+    ]
+    for key, v in section["by_key"].items():
+        lines.append(f"{indent}  {key or 'all':>12}: {_fmt(v['start'])} -> {_fmt(v['end'])}")
+    if "audience" in section:
+        lines += summary_lines(section["audience"], indent + "audience ")
+    return lines
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rewardloop.cluster.driver import Evaluator
+    from rewardloop.feedback.evaluation import Evaluator
 
     cfg = _load(args)
     cfg = replace(cfg, model={"name_or_path": args.model})
-    result = Evaluator(cfg)()
+    evaluator = Evaluator(cfg)
+    try:
+        result = evaluator()
+    finally:
+        evaluator.close()
     result["model"] = args.model
     print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
-    from rewardloop.feedback import gateway_main
+    """`feedback serve | forget` (options: feedback/gateway/main.py); 0 on success."""
+    from rewardloop.feedback.gateway import main as feedback_main
 
-    cfg = _load(args)
-    if args.feedback_cmd == "serve":
-        return gateway_main.serve(cfg, args) or 0
-    return gateway_main.forget(cfg, args.rater) or 0
+    return feedback_main.command(_load(args), args)
 
 
 def cmd_model_build(args: argparse.Namespace) -> int:
@@ -88,7 +107,7 @@ def cmd_model_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    print(default_model_dir(cfg.model, cfg.task))
+    print(default_model_dir(cfg))
     return 0
 
 
@@ -113,19 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _config_args(ev)
     ev.set_defaults(func=cmd_eval)
+    from rewardloop.feedback.gateway.main import add_arguments as feedback_arguments
+
     fb = sub.add_parser("feedback", help="the feedback gateway")
-    fb_sub = fb.add_subparsers(dest="feedback_cmd", required=True)
-    serve = fb_sub.add_parser(
-        "serve", help="serve FeedbackService (gRPC + HTTP) and the rating page"
-    )
-    _config_args(serve)
-    serve.add_argument("--grpc-port", type=int, default=None)
-    serve.add_argument("--http-port", type=int, default=None)
-    forget = fb_sub.add_parser(
-        "forget", help="delete a rater's ratings and keep them out of training"
-    )
-    forget.add_argument("rater")
-    _config_args(forget)
+    fb_config = argparse.ArgumentParser(add_help=False)
+    _config_args(fb_config)
+    feedback_arguments(fb.add_subparsers(dest="feedback_cmd", required=True), (fb_config,))
     fb.set_defaults(func=cmd_feedback)
     model = sub.add_parser("model", help="the built-in default model")
     model_sub = model.add_subparsers(dest="model_cmd", required=True)

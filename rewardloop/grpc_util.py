@@ -1,15 +1,17 @@
-"""Shared gRPC plumbing: one place for channel/server options, health, and error translation.
+"""Shared gRPC plumbing: one server lifecycle, channel/server options, health, error translation.
 
-Every rewardloop server (ingest, weights, feedback gateway) and client builds its channels and
-servers here so that message-size limits and keepalive settings agree on both ends, every
-server answers `grpc.health.v1`, and a `grpc.RpcError` becomes a `rewardloop.errors` class
-(and back) in one way.
+Every rewardloop server (ingest, weights, feedback gateway, Score server) runs on `GrpcServer`:
+bind (port 0 = a free one; TLS when given a certificate), `grpc.health.v1` answering SERVING for
+"" and each named service, and a graceful stop that reports NOT_SERVING before it stops taking
+calls. Clients build their channels here too, so that message-size limits and keepalive
+settings agree on both ends, and a `grpc.RpcError` becomes a `rewardloop.errors` class (and
+back) in one way.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent import futures
 
 import grpc
@@ -44,11 +46,16 @@ def channel_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[st
     ]
 
 
-def server_options(max_message_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
-    """Server options matching `channel_options` (accepts the clients' keepalive pings)."""
+def server_options(
+    max_message_bytes: int = MAX_MESSAGE_BYTES, max_receive_bytes: int | None = None
+) -> list[tuple[str, int]]:
+    """Server options matching `channel_options` (accepts the clients' keepalive pings).
+
+    `max_receive_bytes` (default `max_message_bytes`) caps what a client may send."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes or max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a taken port is an error, not a second server sharing it
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_ping_strikes", 0),
@@ -60,21 +67,136 @@ def new_channel(target: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc
     return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
 
 
-def new_server(max_workers: int, max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Server:
+def new_server(
+    max_workers: int,
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    max_receive_bytes: int | None = None,
+    thread_name_prefix: str = "grpc",
+) -> grpc.Server:
     """A sync gRPC server; each open stream holds one of its `max_workers` threads."""
-    pool = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc")
-    return grpc.server(pool, options=server_options(max_message_bytes))
+    pool = futures.ThreadPoolExecutor(
+        max_workers=max_workers, thread_name_prefix=thread_name_prefix
+    )
+    return grpc.server(pool, options=server_options(max_message_bytes, max_receive_bytes))
 
 
-def bind(server: grpc.Server, host: str, port: int) -> int:
-    """Bind an insecure port (0 = any free one) and return it; Unavailable if binding fails."""
+def bind(
+    server: grpc.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+    what: str = "port",
+) -> int:
+    """Bind a port (0 = any free one; TLS with `credentials`) and return it.
+
+    Raises Unavailable naming `what` (the config key of the port) if the address is taken."""
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpc raises RuntimeError when the address is taken
-        raise Unavailable(f"port: cannot bind {host}:{port} ({exc})") from exc
+        raise Unavailable(f"{what}: cannot bind {address} (in use?) ({exc})") from exc
     if bound == 0:
-        raise Unavailable(f"port: cannot bind {host}:{port}")
+        raise Unavailable(f"{what}: cannot bind {address} (in use?)")
     return bound
+
+
+def tls_credentials(cert_path: str, key_path: str) -> grpc.ServerCredentials:
+    """Server TLS credentials from a PEM certificate chain and its private key."""
+    with open(key_path, "rb") as key, open(cert_path, "rb") as cert:
+        return grpc.ssl_server_credentials([(key.read(), cert.read())])
+
+
+Register = Callable[[grpc.Server], None]
+"""Adds one service to a server, e.g. `lambda s: add_FooServicer_to_server(servicer, s)`."""
+
+
+class GrpcServer:
+    """One gRPC server's lifecycle: bind, health, serve, stop gracefully.
+
+        server = GrpcServer([lambda s: add_FooServicer_to_server(FooServicer(), s)],
+                            health_names=["pkg.Foo"], port=0)
+        server.start()                   # -> "127.0.0.1:54321" (the bound address)
+        server.stop(grace_s=2.0)         # NOT_SERVING first, then a graceful stop
+
+    `services` register the servicers; `grpc.health.v1` is always registered and answers
+    SERVING for "" and each of `health_names` while the server runs. `tls_cert` + `tls_key`
+    (PEM paths) serve TLS. `max_message_bytes` caps messages both ways unless
+    `max_receive_bytes` sets a smaller cap on what clients send. `what` names the port in the
+    Unavailable raised when the address is taken. After `stop()` a new `start()` builds a
+    fresh server on the same port (the one bound first, when it was 0).
+    """
+
+    def __init__(
+        self,
+        services: Iterable[Register],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_workers: int = 16,
+        health_names: Iterable[str] = (),
+        tls_cert: str = "",
+        tls_key: str = "",
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+        max_receive_bytes: int | None = None,
+        name: str = "grpc",
+        what: str = "port",
+    ):
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("tls_cert and tls_key: give both or neither")
+        self._services = list(services)
+        self.host, self.port = host, port
+        self.tls = bool(tls_cert)
+        self._tls_paths = (tls_cert, tls_key)
+        self._max_workers = max_workers
+        self._health_names = list(health_names)
+        self._message_bytes = (max_message_bytes, max_receive_bytes)
+        self._name, self._what = name, what
+        self._server: grpc.Server | None = None
+        self._health: health.HealthServicer | None = None
+
+    @property
+    def address(self) -> str:
+        """ "host:port" (the bound port once started)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> str:
+        """Bind, register health (SERVING) and serve; returns the bound address."""
+        if self._server is not None:
+            raise RuntimeError(f"{self._name} gRPC server already started")
+        server = new_server(self._max_workers, *self._message_bytes, thread_name_prefix=self._name)
+        for register in self._services:
+            register(server)
+        self._health = add_health(server, self._health_names)
+        creds = tls_credentials(*self._tls_paths) if self.tls else None
+        self.port = bind(server, self.host, self.port, creds, self._what)
+        server.start()
+        self._server = server
+        return self.address
+
+    def set_not_serving(self) -> None:
+        """Report NOT_SERVING on every health name (load balancers stop sending new calls)."""
+        if self._health is not None:
+            set_not_serving(self._health)
+
+    def stop(self, grace_s: float = 2.0, drain: Callable[[], None] | None = None) -> None:
+        """NOT_SERVING, then `drain()` (end your open streams), then stop within `grace_s`.
+
+        New calls are refused at once; calls in flight get `grace_s` to finish, then are
+        cancelled. A no-op when not started."""
+        if self._server is None:
+            return
+        self.set_not_serving()
+        if drain is not None:
+            drain()
+        server, self._server = self._server, None
+        server.stop(grace_s).wait(grace_s + 1.0)
 
 
 def add_health(server: grpc.Server, service_names: Iterable[str]) -> health.HealthServicer:

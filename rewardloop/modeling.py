@@ -1,6 +1,7 @@
 """Load the policy model and tokenizer: the task's built-in default or any local HF model.
 
-`model.name_or_path: default` builds (once, cached) the task's tiny model; anything else is a
+`model.name_or_path: default` builds (once, cached) the task's tiny model (the task's
+`default_model`, see rewardloop/tasks/base.py); anything else is a
 Hugging Face directory or a hub id already in the local cache. Nothing is ever downloaded here
 (`local_files_only=True`). Either way the tokenizer comes back with an eos and a pad token id,
 because generation stops on eos and batches are padded.
@@ -8,29 +9,37 @@ because generation stops on eos and batches are padded.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from rewardloop.config import ModelConfig
+from rewardloop.config import ModelConfig, RunConfig
 from rewardloop.errors import ConfigError
 
 
-def default_model_dir(cfg: ModelConfig, task: str = "newsfeed", seed: int = 0) -> Path:
-    """Build (or reuse) the task's default model; its module is `rewardloop.<task>.build`."""
-    try:
-        build = importlib.import_module(f"rewardloop.{task}.build")
-    except ModuleNotFoundError as exc:
-        raise ConfigError(
-            f"model.name_or_path: task {task!r} has no default model; set a model directory"
-        ) from exc
-    return Path(build.ensure_default_model(cfg, seed=seed))
+def _run_config(cfg: ModelConfig | RunConfig, task: str) -> RunConfig:
+    return cfg if isinstance(cfg, RunConfig) else RunConfig(task=task, model=cfg)
 
 
-def load_policy(cfg: ModelConfig, task: str = "newsfeed") -> tuple[PreTrainedModel, object, str]:
-    """(model, tokenizer, path) for `cfg.name_or_path`; model in float32 and eval mode."""
-    path = str(default_model_dir(cfg, task)) if cfg.name_or_path == "default" else cfg.name_or_path
+def default_model_dir(cfg: ModelConfig | RunConfig, task: str = "newsfeed", seed: int = 0) -> Path:
+    """Build (or reuse) the task's default model. Given a RunConfig, its task and its model
+    section are used (`task` is for a bare ModelConfig)."""
+    from rewardloop.tasks import get_task
+
+    run = _run_config(cfg, task)
+    return Path(get_task(run.task).default_model(run, seed))
+
+
+def load_policy(
+    cfg: ModelConfig | RunConfig, task: str = "newsfeed"
+) -> tuple[PreTrainedModel, object, str]:
+    """(model, tokenizer, path) for `model.name_or_path`; model in float32 and eval mode."""
+    model_cfg = cfg.model if isinstance(cfg, RunConfig) else cfg
+    path = (
+        str(default_model_dir(cfg, task))
+        if model_cfg.name_or_path == "default"
+        else model_cfg.name_or_path
+    )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)

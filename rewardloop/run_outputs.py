@@ -23,7 +23,8 @@ class MetricsLog:
 
 
 def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:
-    """Training reward per key (left) and held-out like rate per key (right) over steps."""
+    """Training reward per key (left) and the run's held-out metric per key (right; the task's
+    audience dashed beside it when that is a different figure) over steps."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,14 +37,15 @@ def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:
         ys = [s["reward_by_key"][key] for s in steps if key in s.get("reward_by_key", {})]
         left.plot(xs, _smooth(ys), label=key or "all")
     left.set(title="training reward (smoothed)", xlabel="step", ylabel="reward")
-    for key in sorted({k for e in evals for k in e["by_key"]}):
-        right.plot(
-            [e["step"] for e in evals],
-            [e["by_key"].get(key) for e in evals],
-            marker="o",
-            label=key or "all",
-        )
-    right.set(title="held-out like rate", xlabel="step", ylabel="expected like rate", ylim=(0, 1))
+    metric = evals[0].get("metric", "reward") if evals else "reward"
+    values = _plot_evals(right, evals, lambda e: e, "o", "")
+    audience = [e.get("audience") for e in evals]
+    if evals and all(audience):
+        values += _plot_evals(right, evals, lambda e: e["audience"], "x", " (audience)", "--")
+        metric += f" / {evals[0]['audience']['metric']}"
+    right.set(title=f"held-out {metric}", xlabel="step", ylabel=metric)
+    if values and all(0 <= v <= 1 for v in values):
+        right.set_ylim(0, 1)
     for ax in (left, right):
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -52,6 +54,15 @@ def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _plot_evals(ax, evals, pick, marker, suffix, style="-") -> list[float]:
+    values = []
+    for key in sorted({k for e in evals for k in pick(e)["by_key"]}):
+        ys = [pick(e)["by_key"].get(key) for e in evals]
+        values += [y for y in ys if y is not None and y == y]
+        ax.plot([e["step"] for e in evals], ys, style, marker=marker, label=(key or "all") + suffix)
+    return values
 
 
 def _smooth(values: list[float], window: int = 10) -> list[float]:

@@ -36,7 +36,7 @@ class Score:
 
 
 class Scorer(Protocol):
-    """What a rollout worker needs of a reward source (feedback.base.RewardSource implements it)."""
+    """What a rollout worker needs of a reward source (feedback.sources.base.RewardSource implements it)."""
 
     def score(self, items: list[ScoreRequest]) -> list[Score | None]: ...
 

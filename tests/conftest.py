@@ -16,7 +16,7 @@ def model_cache() -> str:
     """The cache dir holding the news-feed default model, exactly as `make demo` builds it
     (built once per machine; REWARDLOOP_TEST_CACHE points the tests at another cache)."""
     from rewardloop.config import ModelConfig
-    from rewardloop.newsfeed.build import ensure_default_model
+    from rewardloop.tasks.newsfeed.build import ensure_default_model
 
     cache = os.environ.get("REWARDLOOP_TEST_CACHE") or ModelConfig().cache_dir
     ensure_default_model(ModelConfig(cache_dir=cache))

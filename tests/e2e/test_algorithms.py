@@ -18,19 +18,20 @@ import torch
 
 from rewardloop.actors.rollout import RolloutWorker
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.cluster import tasks
 from rewardloop.config import ALGORITHMS, RunConfig, load_config
 from rewardloop.feedback.evaluation import evaluate_policy
+from rewardloop.feedback.sources.for_task import train_reward_source
 from rewardloop.learner.service import LearnerService
 from rewardloop.modeling import load_policy
 from rewardloop.prompts import PromptSource
+from rewardloop.tasks import get_task
 
 READER = "bob"
 STEPS = 60
 
 
 def _one_reader(cfg: RunConfig, reader: str) -> PromptSource:
-    full = tasks.prompt_source(cfg)
+    full = get_task(cfg.task).prompts(cfg)
     return PromptSource(
         [p for p in full.train if p.key == reader], [p for p in full.evaluation if p.key == reader]
     )
@@ -41,7 +42,7 @@ def _held_out_rate(cfg: RunConfig, model, tokenizer, prompts: PromptSource) -> f
         model,
         tokenizer,
         prompts.evaluation,
-        tasks.reward_source(cfg, seed=99),
+        train_reward_source(cfg, seed=99),
         samples_per_prompt=8,
         max_new_tokens=cfg.rollout.max_new_tokens,
         seed=7,
@@ -52,7 +53,7 @@ def _held_out_rate(cfg: RunConfig, model, tokenizer, prompts: PromptSource) -> f
 def run_loop(cfg: RunConfig, steps: int, prompts: PromptSource | None = None):
     """Train `steps` optimizer steps with one worker; returns (service, worker)."""
     torch.set_num_threads(1)
-    prompts = prompts or tasks.prompt_source(cfg)
+    prompts = prompts or get_task(cfg.task).prompts(cfg)
     model, tokenizer, _ = load_policy(cfg.model)
     published: dict[int, dict] = {}
     lock = threading.Lock()
@@ -76,7 +77,7 @@ def run_loop(cfg: RunConfig, steps: int, prompts: PromptSource | None = None):
         worker_model,
         tokenizer,
         prompts,
-        tasks.reward_source(cfg, seed=cfg.seed + 1),
+        train_reward_source(cfg, seed=cfg.seed + 1),
         client,
         weights=weights,
         seed=cfg.seed + 1,

@@ -11,7 +11,7 @@ from rewardloop.config import load_config
 def test_training_raises_every_readers_like_rate(model_cache, ray_local, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
 
     cfg = load_config(
         None,

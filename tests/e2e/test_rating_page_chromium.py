@@ -10,8 +10,8 @@ import time
 import pytest
 
 from rewardloop.config import FeedbackConfig, RewardConfig
-from rewardloop.feedback.gateway import FeedbackGateway
-from rewardloop.feedback.human_source import HumanReward
+from rewardloop.feedback.gateway.server import FeedbackGateway
+from rewardloop.feedback.sources.human_source import HumanReward
 from rewardloop.scoring import ScoreRequest
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

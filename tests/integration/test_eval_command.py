@@ -9,7 +9,7 @@ import torch
 from rewardloop.cli import main
 from rewardloop.config import ModelConfig, load_config
 from rewardloop.modeling import default_model_dir
-from rewardloop.newsfeed.readers import READER_BY_NAME
+from rewardloop.tasks.newsfeed.readers import READER_BY_NAME
 
 FAST = ["--set", "eval.samples_per_prompt=4", "--set", "rollout.max_new_tokens=16"]
 

@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rewardloop.config import FeedbackConfig, RewardConfig
 from rewardloop.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
-from rewardloop.feedback.client import connect
-from rewardloop.feedback.gateway import FeedbackGateway
-from rewardloop.feedback.gateway_main import forget
-from rewardloop.feedback.human_source import HumanReward
+from rewardloop.feedback.gateway.client import connect
+from rewardloop.feedback.gateway.main import forget
+from rewardloop.feedback.gateway.server import FeedbackGateway
+from rewardloop.feedback.sources.human_source import HumanReward
 from rewardloop.scoring import EXPIRED, ScoreRequest
 
 TOKEN = "t0ken"
@@ -208,7 +208,8 @@ def test_expiry_reaches_the_worker(make_gateway, outcome, transport):
 
 def test_content_check_blocks_before_anyone_sees_it(make_gateway):
     gw = make_gateway(
-        content_check="rewardloop.feedback.content_check:block_contact_details", blocked_reward=-1.5
+        content_check="rewardloop.feedback.sources.content_check:block_contact_details",
+        blocked_reward=-1.5,
     )
     src = human(urls(gw)["http"])
     try:
@@ -280,9 +281,10 @@ def test_serve_and_forget_commands(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "rewardloop.feedback.gateway_main",
+        "rewardloop.cli",
+        "feedback",
         "serve",
-        "--port",
+        "--http-port",
         "0",
         "--grpc-port",
         "0",
@@ -312,7 +314,8 @@ def test_serve_and_forget_commands(tmp_path):
             [
                 sys.executable,
                 "-m",
-                "rewardloop.feedback.gateway_main",
+                "rewardloop.cli",
+                "feedback",
                 "forget",
                 "r-cli",
                 "--store",

@@ -8,8 +8,8 @@ import pytest
 from feedback_testutil import run_bounded, self_signed_cert
 
 from rewardloop.errors import RewardServiceError
-from rewardloop.feedback.grpc_source import GrpcReward
-from rewardloop.feedback.score_server import ScoreServer
+from rewardloop.feedback.gateway.score_server import ScoreServer
+from rewardloop.feedback.sources.grpc_source import GrpcReward
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 from rewardloop.scoring import ScoreRequest
 

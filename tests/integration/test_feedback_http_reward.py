@@ -9,7 +9,7 @@ from aiohttp import web
 from feedback_testutil import AioServer, run_bounded
 
 from rewardloop.errors import RewardServiceError
-from rewardloop.feedback.http_source import HttpReward
+from rewardloop.feedback.sources.http_source import HttpReward
 from rewardloop.scoring import ScoreRequest
 
 

@@ -1,8 +1,8 @@
 """The feedback gateway runs unchanged as a Ray actor (cluster/ wraps it the same way)."""
 
 from rewardloop.config import FeedbackConfig, to_dict
-from rewardloop.feedback.client import connect
-from rewardloop.feedback.gateway import FeedbackGateway
+from rewardloop.feedback.gateway.client import connect
+from rewardloop.feedback.gateway.server import FeedbackGateway
 from rewardloop.scoring import ScoreRequest
 
 

@@ -13,11 +13,12 @@ from feedback_testutil import run_bounded
 
 from rewardloop.actors.rollout import RolloutWorker
 from rewardloop.config import FeedbackConfig, ModelConfig, RewardConfig, load_config
-from rewardloop.feedback.gateway import FeedbackGateway
-from rewardloop.feedback.helpdesk_users import HelpdeskUser, SimulatedRaters
-from rewardloop.feedback.human_source import HumanReward
-from rewardloop.helpdesk.prompts import prompt_source
+from rewardloop.feedback.gateway.server import FeedbackGateway
+from rewardloop.feedback.sim.helpdesk_users import HelpdeskUser, SimulatedRaters
+from rewardloop.feedback.sources.human_source import HumanReward
 from rewardloop.scoring import ScoreRequest
+from rewardloop.sink import ListSink
+from rewardloop.tasks.helpdesk.prompts import prompt_source
 
 TOKEN = "desk-t0ken"
 DELAY_S = 0.4  # mean; every rating comes 0.2 .. 0.6 s after its item was published
@@ -100,15 +101,17 @@ def test_raters_need_the_token(gateway):
     assert stats["errors"].get("Unauthenticated", 0) >= 1 and stats["stored"] == 0
 
 
-class _Sink:
+class _Sink(ListSink):
     """Stands in for the learner's stream: records what the worker sends, and when."""
 
     def __init__(self):
-        self.batches: list[tuple[int, list]] = []
+        super().__init__()
+        self.timed: list[tuple[int, list]] = []  # (generations done, batch) per send
         self.worker: RolloutWorker | None = None
 
     def send(self, trajectories):
-        self.batches.append((self.worker.counters["generations"], list(trajectories)))
+        self.timed.append((self.worker.counters["generations"], list(trajectories)))
+        return super().send(trajectories)
 
 
 class _CountingWorker(RolloutWorker):
@@ -127,7 +130,7 @@ def policy(model_cache):
     """The cached news-feed model: any causal LM will do, the users judge whatever it writes."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rewardloop.newsfeed.build import cache_path
+    from rewardloop.tasks.newsfeed.build import cache_path
 
     torch.set_num_threads(1)
     path = cache_path(ModelConfig(cache_dir=model_cache))
@@ -181,7 +184,7 @@ def test_worker_holds_groups_until_rated_and_bounds_what_is_pending(gateway, pol
         worker.reward.close()
     assert worker.most_pending <= 2  # never more than max_pending_groups awaiting ratings
     assert counters["generations"] == 5 and not worker.pending
-    sent = [t for _, batch in sink.batches for t in batch]
+    sent = [t for _, batch in sink.timed for t in batch]
     assert len(sent) == 10 and len({t.group_id for t in sent}) == 5
     for t in sent:  # every trajectory carries its rating
         assert t.feedback_source == "human" and t.rater.startswith("sim-")
@@ -204,8 +207,8 @@ def test_worker_keeps_delivering_ratings_while_it_waits_for_new_weights(gateway,
     finally:
         raters.stop()
         worker.reward.close()
-    assert sink.batches, "nothing was sent"
-    generations_at_first_send, first = sink.batches[0]
+    assert sink.timed, "nothing was sent"
+    generations_at_first_send, first = sink.timed[0]
     assert generations_at_first_send == 1 and len(first) == 2
 
 

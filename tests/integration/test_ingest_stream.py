@@ -1,4 +1,8 @@
-"""TrajectoryService end to end: real IngestServer on port 0, real TrajectoryClient / raw stubs."""
+"""TrajectoryService's protocol: acks, rejections and credits, on a real IngestServer (port 0).
+
+Real TrajectoryClients and raw stubs that speak the protocol wrongly on purpose; stopping and
+restarting the server is in test_ingest_lifecycle.py.
+"""
 
 from __future__ import annotations
 
@@ -9,82 +13,17 @@ import time
 
 import grpc
 import pytest
+from ingest_testutil import VOCAB, RawStream, started_learner, traj, wait_until
 
-from rewardloop import grpc_util
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.errors import Unavailable
-from rewardloop.learner.buffer import TrajectoryBuffer
-from rewardloop.learner.ingest_server import _END, IngestServer, _coalesce
-from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
-from rewardloop.trajectory import Trajectory
+from rewardloop.learner.ingest_server import _END, _coalesce
+from rewardloop.pb import trajectory_pb2
 from rewardloop.wire import trajectory_to_proto
-
-VOCAB = 50
-
-
-def traj(
-    tid: str, group: str | None = None, version: int = 0, group_size: int = 1, **kw
-) -> Trajectory:
-    fields = dict(
-        id=tid,
-        group_id=group or f"g-{tid}",
-        prompt_ids=[1, 2, 3],
-        completion_ids=[4, 5],
-        behavior_logprobs=[-0.1, -0.2],
-        reward=0.5,
-        policy_version=version,
-        group_size=group_size,
-    )
-    fields.update(kw)
-    return Trajectory(**fields)
-
-
-class Version:
-    def __init__(self, v: int = 0) -> None:
-        self.v = v
-
-    def __call__(self) -> int:
-        return self.v
-
-
-def wait_until(cond, timeout_s: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
 def learner():
-    """(buffer, version, server) with capacity 4 and max_staleness 1."""
-    buffer = TrajectoryBuffer(capacity=4, max_staleness=1)
-    version = Version(0)
-    server = IngestServer(buffer, version, vocab_size=VOCAB)
-    server.start()
-    yield buffer, version, server
-    server.stop(grace_s=0.5)
-
-
-class RawStream:
-    """A raw bidi stream, for speaking the protocol wrongly on purpose."""
-
-    def __init__(self, address: str):
-        self.channel = grpc_util.new_channel(address)
-        self.requests: queue.Queue = queue.Queue()
-        stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
-        self.call = stub.Stream(iter(self.requests.get, None), timeout=10.0)
-
-    def send(self, msg: trajectory_pb2.TrajectoryBatch) -> None:
-        self.requests.put(msg)
-
-    def next_ack(self) -> trajectory_pb2.Ack:
-        return next(self.call)
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.call.cancel()
-        self.channel.close()
+    yield from started_learner()
 
 
 def test_acks_name_accepted_duplicate_and_rejected(learner):
@@ -277,116 +216,6 @@ def test_staleness_rejected_on_ingest_and_dropped_at_take(learner):
     assert server.stats()["rejected"] == {"policy_version": 1}
 
 
-def test_health_serving_then_stop(learner):
-    _, _, server = learner
-    assert grpc_util.check_health(server.address, timeout_s=2.0) == "SERVING"
-    assert grpc_util.check_health(server.address, "rewardloop.pb.TrajectoryService") == "SERVING"
-    server.stop(grace_s=0.5)
-    with pytest.raises(Unavailable):
-        grpc_util.check_health(server.address, timeout_s=1.0)
-
-
-def test_stop_mid_stream_then_reconnect_reports_duplicates(learner):
-    buffer, version, server = learner
-    client = TrajectoryClient(server.address, "w1", timeout_s=5.0, max_retries=1)
-    try:
-        assert sorted(client.send([traj("a"), traj("b")]).accepted) == ["a", "b"]
-        server.stop(grace_s=0.5)  # the client's stream is open: must not hang
-        with pytest.raises(Unavailable):
-            client.send([traj("c")])
-        restarted = IngestServer(buffer, version, port=server.port, vocab_size=VOCAB)
-        restarted.start()
-        try:
-            res = client.send([traj("a"), traj("b"), traj("c")])
-            assert sorted(res.duplicate) == ["a", "b"] and res.accepted == ["c"]
-            assert client.stats()["reconnects"] >= 1
-        finally:
-            restarted.stop(grace_s=0.5)
-    finally:
-        client.close()
-    assert buffer.stats()["accepted"] == 3
-
-
-def test_server_restart_while_send_waits_for_credits(learner):
-    buffer, version, server = learner
-    client = TrajectoryClient(server.address, "w1", timeout_s=10.0, batch_size=2)
-    trajs = [traj(f"t{i}") for i in range(6)]
-    results: list = []
-    errors: list = []
-
-    def run() -> None:
-        try:
-            results.append(client.send(trajs))
-        except Exception as exc:  # surfaced by the assertions below
-            errors.append(exc)
-
-    sender = threading.Thread(target=run)
-    sender.start()
-    restarted = None
-    try:
-        wait_until(lambda: len(buffer) == 4, what="4 buffered trajectories")
-        server.stop(grace_s=0.5)
-        restarted = IngestServer(buffer, version, port=server.port, vocab_size=VOCAB)
-        restarted.start()
-        # The buffer is full, so the new stream starts with no credits until the learner takes.
-        assert buffer.take_groups(4, current_version=0, timeout_s=5.0) is not None
-        sender.join(timeout=15.0)
-        assert not sender.is_alive() and not errors
-    finally:
-        client.close()
-        if restarted is not None:
-            restarted.stop(grace_s=0.5)
-    assert sorted(results[0].accepted) == sorted(t.id for t in trajs)
-    assert buffer.stats()["accepted"] == 6 and len(buffer) == 2
-
-
-class GatedVersion(Version):
-    """A version_fn that, once armed, blocks the server mid-batch (before it can ack)."""
-
-    def __init__(self) -> None:
-        super().__init__(0)
-        self.armed = False
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-
-    def __call__(self) -> int:
-        if self.armed:
-            self.entered.set()
-            self.gate.wait(10.0)
-        return self.v
-
-
-def test_unacked_batch_is_resent_after_restart_and_admitted_once():
-    buffer = TrajectoryBuffer(capacity=8, max_staleness=1)
-    gated = GatedVersion()
-    server = IngestServer(buffer, gated, vocab_size=VOCAB)
-    server.start()
-    client = TrajectoryClient(server.address, "w1", timeout_s=10.0)
-    restarted = None
-    try:
-        assert client.send([traj("a")]).accepted == ["a"]
-        gated.armed = True
-        out: list = []
-        sender = threading.Thread(target=lambda: out.append(client.send([traj("b"), traj("c")])))
-        sender.start()
-        assert gated.entered.wait(5.0)  # the old server holds b, c and has not acked them
-        server.stop(grace_s=0.5)
-        restarted = IngestServer(buffer, Version(0), port=server.port, vocab_size=VOCAB)
-        restarted.start()
-        sender.join(timeout=10.0)
-        assert not sender.is_alive()
-        assert sorted(out[0].accepted) == ["b", "c"]
-        gated.gate.set()  # the old server's late admission attempt finds them already buffered
-        wait_until(lambda: buffer.stats()["duplicate"] == 2, what="late duplicates")
-    finally:
-        gated.gate.set()
-        client.close()
-        server.stop(grace_s=0.5)
-        if restarted is not None:
-            restarted.stop(grace_s=0.5)
-    assert buffer.stats()["accepted"] == 3 and len(buffer) == 3
-
-
 def test_credits_shared_between_two_workers(learner):
     buffer, _, server = learner
     c1 = TrajectoryClient(server.address, "w1", timeout_s=5.0)
@@ -411,52 +240,3 @@ def test_credits_shared_between_two_workers(learner):
         c2.close()
     snap = server.stats()["credits"]
     assert sum(snap["outstanding"].values()) + sum(snap["held"].values()) + snap["free"] == 4
-
-
-def test_abort_unblocks_a_send_waiting_for_credits():
-    """Shutdown path: a worker blocked on credits returns at once when aborted."""
-    import threading
-    import time as _time
-
-    from rewardloop.actors.trajectory_client import TrajectoryClient as _Client
-    from rewardloop.errors import Unavailable as _Unavailable
-    from rewardloop.learner.buffer import TrajectoryBuffer as _Buffer
-    from rewardloop.learner.ingest_server import IngestServer as _Server
-    from rewardloop.trajectory import Trajectory as _T
-
-    buffer = _Buffer(capacity=2, max_staleness=1)
-    server = _Server(buffer, version_fn=lambda: 0, port=0)
-    server.start()
-    client = _Client(server.address, "w-abort", timeout_s=30, batch_size=2)
-    trajs = [
-        _T(
-            id=f"a{i}",
-            group_id=f"g{i}",
-            prompt_ids=[1],
-            completion_ids=[2],
-            behavior_logprobs=[-0.1],
-            reward=0.0,
-            policy_version=0,
-            worker_id="w-abort",
-            group_size=1,
-        )
-        for i in range(5)
-    ]
-    errors = []
-
-    def send():
-        try:
-            client.send(trajs)
-        except _Unavailable as exc:
-            errors.append(str(exc))
-
-    thread = threading.Thread(target=send)
-    thread.start()
-    _time.sleep(0.5)
-    assert thread.is_alive()  # blocked: 2 credits for 5 trajectories, nobody consumes
-    t0 = _time.monotonic()
-    client.abort()
-    thread.join(5)
-    assert not thread.is_alive() and _time.monotonic() - t0 < 5
-    assert errors and "aborted" in errors[0]
-    server.stop()

@@ -8,10 +8,11 @@ import torch
 
 from rewardloop.actors.rollout import RolloutWorker
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.cluster import tasks
 from rewardloop.config import load_config
+from rewardloop.feedback.sources.for_task import train_reward_source
 from rewardloop.learner.service import LearnerService
 from rewardloop.modeling import load_policy
+from rewardloop.tasks import get_task
 
 
 @pytest.fixture
@@ -56,8 +57,8 @@ def test_worker_feeds_learner_and_picks_up_new_weights(cfg, weight_sync):
         cfg,
         worker_model,
         tokenizer,
-        tasks.prompt_source(cfg),
-        tasks.reward_source(cfg, seed=1),
+        get_task(cfg.task).prompts(cfg),
+        train_reward_source(cfg, seed=1),
         client,
         weights=weights,
         seed=1,
@@ -86,7 +87,7 @@ def test_worker_feeds_learner_and_picks_up_new_weights(cfg, weight_sync):
         == 4 * cfg.learner.groups_per_step * cfg.rollout.group_size
     )
     assert worker.counters["rejected"] == 0
-    from rewardloop.newsfeed.readers import READER_BY_NAME
+    from rewardloop.tasks.newsfeed.readers import READER_BY_NAME
 
     seen = {k for m in service.metrics for k in m["reward_by_key"]}
     assert seen and seen <= set(READER_BY_NAME)

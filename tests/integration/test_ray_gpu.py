@@ -16,7 +16,7 @@ def test_learner_trains_on_the_gpu_and_cpu_workers_follow(
 ):
     from transformers import AutoModelForCausalLM
 
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
 
     assert ray_local.cluster_resources().get("GPU", 0) >= 1
     cfg = load_config(

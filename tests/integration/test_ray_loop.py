@@ -11,7 +11,7 @@ from rewardloop.config import load_config
 
 @pytest.fixture(scope="module")
 def run(model_cache, ray_local, tmp_path_factory):
-    from rewardloop.cluster.driver import train
+    from rewardloop.cluster.run import train
 
     out = tmp_path_factory.mktemp("ray-run")
     cfg = load_config(

@@ -13,10 +13,12 @@ import torch
 
 from rewardloop.actors.rollout import WAIT_SLICE_S, RolloutWorker
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.cluster import tasks
 from rewardloop.config import load_config
+from rewardloop.feedback.sources.for_task import train_reward_source
 from rewardloop.learner.service import LearnerService
 from rewardloop.modeling import load_policy
+from rewardloop.sink import ListSink  # no credits: the worker bounds staleness by counting
+from rewardloop.tasks import get_task
 
 
 class Publisher:
@@ -50,16 +52,6 @@ class Publisher:
             return self._newest(newer_than)
 
 
-class ListSink:
-    """A sink without credits (as in benchmarks): the worker bounds staleness by counting."""
-
-    def __init__(self) -> None:
-        self.sent: list = []
-
-    def send(self, trajectories) -> None:
-        self.sent.extend(trajectories)
-
-
 @pytest.fixture(scope="module")
 def policy(model_cache):
     torch.set_num_threads(1)
@@ -88,8 +80,8 @@ def make_worker(cfg, policy, sink, publisher, wid="w0", seed=1) -> RolloutWorker
         cfg,
         model,
         tokenizer,
-        tasks.prompt_source(cfg),
-        tasks.reward_source(cfg, seed=seed),
+        get_task(cfg.task).prompts(cfg),
+        train_reward_source(cfg, seed=seed),
         sink,
         weights=publisher.poll,
         seed=seed,

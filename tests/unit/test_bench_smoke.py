@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,15 @@ def test_weights_prints_both_figures_and_ratio(capsys):
     assert sum("gRPC vs raw TCP" in n for n in names) == 2  # one per worker count
     fig = data["figures"]["0.5"]
     assert fig["bytes"] > 0.5e6 and set(fig["by_workers"]) == {"1", "2"}
+
+
+def test_bench_never_imports_ray():
+    """Runs go through cluster.run and object-store timings through cluster/object_store_bench:
+    Ray lives in cluster/ only (DESIGN.md), so no benchmark starts or stops it itself."""
+    bench_dir = Path(runner.__file__).parent
+    pattern = re.compile(r"^\s*(import ray|from ray)\b", re.M)
+    offenders = [p.name for p in sorted(bench_dir.glob("*.py")) if pattern.search(p.read_text())]
+    assert offenders == []
 
 
 def test_comparison_goal_directions():

@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 
 from rewardloop.cli import build_parser, main
+from rewardloop.errors import InvalidInput
+from rewardloop.feedback.gateway.records import Item
+from rewardloop.feedback.gateway.store import FeedbackStore
 
 
 def test_bad_config_value_stops_with_the_key_and_fix(capsys):
@@ -54,3 +57,41 @@ def test_model_build_prints_the_cached_default_model_dir(model_cache, capsys):
 def test_model_build_refuses_a_model_it_cannot_build(capsys):
     assert main(["model", "build", "--set", "model.name_or_path=/some/dir"]) == 2
     assert "model.name_or_path" in capsys.readouterr().err
+
+
+def test_feedback_forget_exits_0_prints_the_count_and_deletes_the_ratings(tmp_path, capsys):
+    path = tmp_path / "fb.sqlite3"
+    store = FeedbackStore(path, expiry_s=3600)
+    store.publish([Item(i, f"prompt {i}", f"completion {i}") for i in ("a", "b", "c")], "pub")
+    store.submit("a", 1.0, rater="r-gone")
+    store.submit("b", 0.0, rater="r-gone")
+    store.submit("c", 1.0, rater="r-stays")
+    store.close()
+
+    assert main(["feedback", "forget", "r-gone", "--store", str(path)]) == 0
+    assert "forgot rater r-gone: 2 rating(s) deleted" in capsys.readouterr().out
+
+    store = FeedbackStore(path, expiry_s=3600)
+    try:
+        assert store.ratings_by("r-gone") == 0 and store.ratings_by("r-stays") == 1
+        assert store.rating("a") is None and store.rating("c")["rater"] == "r-stays"
+        with pytest.raises(InvalidInput, match="forgotten"):
+            store.submit("a", 1.0, rater="r-gone")  # their later ratings are refused
+    finally:
+        store.close()
+    # Nothing left to delete is still a success, and says so.
+    assert main(["feedback", "forget", "r-gone", "--store", str(path)]) == 0
+    assert "0 rating(s) deleted" in capsys.readouterr().out
+
+
+def test_feedback_serve_and_forget_share_the_store_and_config_options():
+    parser = build_parser()
+    serve = parser.parse_args(
+        ["feedback", "serve", "--store", "s.db", "--http-port", "0", "--set", "feedback.expiry_s=5"]
+    )
+    forget = parser.parse_args(
+        ["feedback", "forget", "r-1", "--store", "s.db", "--set", "feedback.expiry_s=5"]
+    )
+    assert serve.store == forget.store == "s.db"
+    assert serve.overrides == forget.overrides == ["feedback.expiry_s=5"]
+    assert serve.http_port == 0 and serve.func is forget.func

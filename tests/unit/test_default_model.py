@@ -12,8 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LM
 from rewardloop.config import ModelConfig
 from rewardloop.errors import ConfigError
 from rewardloop.modeling import load_policy
-from rewardloop.newsfeed import build
-from rewardloop.newsfeed.tokenizer import build_tokenizer, opening_words, train_tokenizer
+from rewardloop.tasks.newsfeed import build
+from rewardloop.tasks.newsfeed.build import RECIPE, opening_words
+from rewardloop.tinymodel.recipe import train_tokenizer as train_recipe_tokenizer
+from rewardloop.tinymodel.tokenizer import train_tokenizer
 
 
 def tiny_cfg(cache_dir, **kw) -> ModelConfig:
@@ -156,7 +158,7 @@ def test_load_policy_names_the_key_when_nothing_is_there(tmp_path):
 
 def test_default_tokenizer_gives_each_opening_word_one_token():
     """The first headline token then names the topic: what makes the taste quick to learn."""
-    tok = build_tokenizer(1024, n_headlines=5000)
+    tok = train_recipe_tokenizer(RECIPE, 1024, n=5000)
     assert len(tok) == 1024
     multi = [
         w for w in opening_words() if len(tok(" " + w, add_special_tokens=False).input_ids) != 1

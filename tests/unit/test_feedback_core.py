@@ -4,8 +4,8 @@ import pytest
 
 from rewardloop.config import FeedbackConfig
 from rewardloop.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
-from rewardloop.feedback.content_check import block_contact_details
-from rewardloop.feedback.core import FeedbackCore, stars_to_value
+from rewardloop.feedback.gateway.core import FeedbackCore, stars_to_value
+from rewardloop.feedback.sources.content_check import block_contact_details
 
 
 def broken_check(prompt, completion, metadata):
@@ -95,7 +95,7 @@ def test_publish_validation_names_the_field(tmp_path, bad, field):
 def test_content_check_blocks_counts_and_hides(tmp_path):
     core = make_core(
         tmp_path,
-        content_check="rewardloop.feedback.content_check:block_contact_details",
+        content_check="rewardloop.feedback.sources.content_check:block_contact_details",
         blocked_reward=-2.0,
     )
     res = core.publish(

@@ -6,11 +6,11 @@ import pytest
 
 from rewardloop.config import RewardConfig, load_config
 from rewardloop.errors import ConfigError, InvalidInput
-from rewardloop.feedback.base import RewardSource
-from rewardloop.feedback.combined import CombinedReward
-from rewardloop.feedback.content_check import ContentCheckedSource, block_contact_details
-from rewardloop.feedback.factory import make_reward_source
-from rewardloop.feedback.function_source import FunctionReward
+from rewardloop.feedback.sources.base import RewardSource
+from rewardloop.feedback.sources.combined import CombinedReward
+from rewardloop.feedback.sources.content_check import ContentCheckedSource, block_contact_details
+from rewardloop.feedback.sources.factory import make_reward_source
+from rewardloop.feedback.sources.function_source import FunctionReward
 from rewardloop.scoring import EXPIRED, Score, ScoreRequest
 
 
@@ -128,7 +128,7 @@ def test_factory_wraps_remote_sources_with_the_content_check():
         overrides=[
             "reward.kind=http",
             "reward.url=http://127.0.0.1:9",
-            "feedback.content_check=rewardloop.feedback.content_check:block_contact_details",
+            "feedback.content_check=rewardloop.feedback.sources.content_check:block_contact_details",
         ]
     )
     src = make_reward_source(cfg)

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from rewardloop.errors import InvalidInput, NotFound
-from rewardloop.feedback.records import Item
-from rewardloop.feedback.store import DAY_S, FeedbackStore
+from rewardloop.feedback.gateway.records import Item
+from rewardloop.feedback.gateway.store import DAY_S, FeedbackStore
 
 
 class Clock:

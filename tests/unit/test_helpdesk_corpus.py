@@ -11,8 +11,9 @@ import torch
 
 from rewardloop.config import ModelConfig, RewardConfig, load_config
 from rewardloop.errors import ConfigError
-from rewardloop.feedback.helpdesk_users import HelpdeskUser, HelpdeskUserReward
-from rewardloop.helpdesk.corpus import (
+from rewardloop.feedback.sim.helpdesk_users import HelpdeskUser, HelpdeskUserReward
+from rewardloop.scoring import ScoreRequest
+from rewardloop.tasks.helpdesk.corpus import (
     CATEGORIES,
     QUESTIONS,
     STEPS,
@@ -22,8 +23,12 @@ from rewardloop.helpdesk.corpus import (
     judge_answer,
     question_category,
 )
-from rewardloop.helpdesk.prompts import eval_prompts, prompt_source, question_of, train_prompts
-from rewardloop.scoring import ScoreRequest
+from rewardloop.tasks.helpdesk.prompts import (
+    eval_prompts,
+    prompt_source,
+    question_of,
+    train_prompts,
+)
 
 HELPFUL = "Sure, first open the login page, then click forgot password."
 PROMPT = "Customer: Hi, I forgot my password.\nAgent:"
@@ -120,13 +125,13 @@ def test_reward_draws_bernoulli_answers_around_the_expectation():
 
 
 def test_tasks_pick_helpdesk_users_for_persona_and_evaluation():
-    from rewardloop.cluster import tasks
+    from rewardloop.feedback.sources.for_task import audience_source, train_reward_source
 
     cfg = load_config(None, ["task=helpdesk"])
-    assert isinstance(tasks.reward_source(cfg, seed=0), HelpdeskUserReward)
-    assert isinstance(tasks.eval_reward_source(cfg, seed=0), HelpdeskUserReward)
+    assert isinstance(train_reward_source(cfg, seed=0), HelpdeskUserReward)
+    assert isinstance(audience_source(cfg, seed=0), HelpdeskUserReward)
     human = load_config(None, ["task=helpdesk", "reward.kind=human", "feedback.autostart=true"])
-    assert isinstance(tasks.eval_reward_source(human, seed=0), HelpdeskUserReward)
+    assert isinstance(audience_source(human, seed=0), HelpdeskUserReward)
 
 
 @pytest.mark.parametrize(

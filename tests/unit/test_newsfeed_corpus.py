@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from rewardloop.newsfeed.corpus import (
+from rewardloop.tasks.newsfeed.corpus import (
     LEXICONS,
     TOPIC_WORDS,
     TOPICS,
@@ -14,8 +14,8 @@ from rewardloop.newsfeed.corpus import (
     classify_headline,
     generate_headlines,
 )
-from rewardloop.newsfeed.prompts import completion_text, eval_prompts, train_prompts
-from rewardloop.newsfeed.readers import READERS, like_probability
+from rewardloop.tasks.newsfeed.prompts import completion_text, eval_prompts, train_prompts
+from rewardloop.tasks.newsfeed.readers import READERS, like_probability
 
 
 @pytest.fixture(scope="module")

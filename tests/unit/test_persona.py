@@ -8,9 +8,9 @@ import pytest
 
 from rewardloop.config import RewardConfig
 from rewardloop.errors import InvalidInput
-from rewardloop.feedback.base import RewardSource, ScoreRequest
-from rewardloop.feedback.personas import PersonaReward, ReaderPersona
-from rewardloop.newsfeed.readers import READER_BY_NAME
+from rewardloop.feedback.sim.personas import PersonaReward, ReaderPersona
+from rewardloop.feedback.sources.base import RewardSource, ScoreRequest
+from rewardloop.tasks.newsfeed.readers import READER_BY_NAME
 
 SPORTS = " Top striker clinches league title in Madrid"
 BUSINESS = " Central bank cuts interest rates as markets slide"

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from rewardloop.config_reference import markdown, rows
+from rewardloop.config.reference import markdown, rows
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -16,10 +16,10 @@ def test_config_reference_is_current():
     text = README.read_text()
     missing = [key for key, _, _ in rows() if f"`{key}`" not in text]
     assert not missing, (
-        f"README lacks keys {missing}; run `python -m rewardloop.config_reference --write README.md`"
+        f"README lacks keys {missing}; run `python -m rewardloop.config.reference --write README.md`"
     )
     assert markdown() in text, (
-        "README config table is stale: run `python -m rewardloop.config_reference --write README.md`"
+        "README config table is stale: run `python -m rewardloop.config.reference --write README.md`"
     )
 
 

@@ -1,3 +1,5 @@
+"""Warm-up and decay schedules of the learning rate, against hand-computed values."""
+
 import pytest
 
 from rewardloop.learner.schedule import lr_factor

@@ -1,0 +1,293 @@
+"""`Run`: one training run, the driver of `rewardloop train`, in small steps.
+
+    summary = Run(cfg).execute()          # or step by step:
+    run = Run(cfg)
+    run.prepare(); run.connect(); run.launch(); run.watch(); run.stop(); run.save()
+    summary = run.finish(); run.close()
+
+The run owns what it started and nothing else: it connects to `cluster.address` (or
+`RAY_ADDRESS`, or a Ray this process already initialized) or starts an embedded local Ray, and
+`close()` shuts Ray down only when this run initialized it (leaving a cluster it attached to
+running; its own actors are killed either way). The run directory gets config.json,
+metrics.jsonl, reward_curve.png, checkpoint/ and summary.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import ray
+import torch
+from tqdm import tqdm
+
+from rewardloop import run_summary
+from rewardloop.config import RunConfig, replace, to_dict
+from rewardloop.errors import RewardLoopError
+from rewardloop.feedback.evaluation import Evaluator
+from rewardloop.run_outputs import MetricsLog, plot_reward_curve, write_json
+from rewardloop.tasks import get_task
+
+from .actors import LearnerActor
+from .feedback_side import FeedbackSide, start_feedback
+from .paths import absolute_paths
+from .placement import connect, learner_options
+from .pool import RolloutPool, idle_workers_hint
+
+log = logging.getLogger(__name__)
+POLL_S = 0.5
+CALL_TIMEOUT_S = 60
+
+
+class Run:
+    def __init__(self, cfg: RunConfig, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.progress = progress
+        self.task = get_task(cfg.task)
+        self.owns_ray = False
+        self.evaluator: Evaluator | None = None
+        self.feedback: FeedbackSide | None = None
+        self.learner = None
+        self.pool: RolloutPool | None = None
+        self.endpoints: dict = {}
+        self.steps: list[dict] = []
+        self.evals: list[dict] = []
+        self.metrics_log: MetricsLog | None = None
+        self.error = ""
+        self.target_version: int | None = None  # the evaluated version that reached eval.target
+        self.target_weights: dict | None = None
+        self.worker_stats: list[dict] = []
+        self.feedback_stats: dict = {}
+        self.checkpoint = self.out / "checkpoint"
+        self._t: dict[str, float] = {"start": time.perf_counter()}
+        self._stopped = False
+
+    # -- before Ray ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Resolve paths, build (or find) the model, set up evaluation: all before Ray starts."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cfg = absolute_paths(self.cfg)
+        self.evaluator = Evaluator(self.cfg)  # builds the default model once (cached)
+        # The driver's evaluations share the CPUs with the actors: more than one OpenMP thread
+        # here spins against them (measured: many times slower steps on 2 cores).
+        torch.set_num_threads(1)
+        self.cfg = replace(self.cfg, model={"name_or_path": self.evaluator.model_path})
+        hint = idle_workers_hint(self.cfg)
+        if hint:
+            log.warning(hint)
+
+    # -- Ray lifecycle ---------------------------------------------------------------------
+    def connect(self) -> None:
+        """Attach to a Ray this process already has, or connect/start one (and own it)."""
+        self._t["ray_start"] = time.perf_counter()
+        self.owns_ray = not ray.is_initialized()
+        connect(self.cfg)
+
+    def launch(self) -> None:
+        """The feedback side, the learner and the rollout workers, then training starts."""
+        self.feedback = start_feedback(self.cfg)  # feedback.autostart: a gateway for this run
+        self.cfg = self.feedback.cfg
+        self._t["ray"] = time.perf_counter()
+        self.learner = LearnerActor.options(**learner_options(self.cfg)).remote(self.cfg)
+        self.pool = RolloutPool(self.cfg, self.learner)
+        self.pool.launch(self.cfg.rollout.num_workers)  # they load while the learner loads
+        self.endpoints = ray.get(self.learner.start.remote(), timeout=600)
+        self.pool.start(self.endpoints)
+        write_json(self.out / "config.json", to_dict(self.cfg))
+        self._t["train"] = time.perf_counter()
+        ray.get(
+            self.learner.start_training.remote(self.cfg.learner.max_steps), timeout=CALL_TIMEOUT_S
+        )
+        self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
+        self._record_eval({"step": 0, **self.evaluator()})  # the base model, as steps begin
+
+    def watch(self) -> None:
+        """Follow the learner until max_steps, eval.target, a learner error or a failed worker."""
+        bar = tqdm(
+            total=self.cfg.learner.max_steps,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        try:
+            while not self._poll_once(bar):
+                time.sleep(POLL_S)  # a progress poll of the learner's metrics, not a sync point
+        finally:
+            bar.close()
+
+    def _poll_once(self, bar) -> bool:
+        """One look at the learner; True when the run is over (self.error says why, if badly)."""
+        new = ray.get(self.learner.metrics_since.remote(len(self.steps)), timeout=CALL_TIMEOUT_S)
+        for record in new:
+            self.metrics_log.write(record)
+        self.steps.extend(new)
+        bar.update(len(new))
+        if new:
+            bar.set_postfix(self._postfix(new[-1]), refresh=False)
+        if self._due_for_eval():
+            self._evaluate_latest()
+            if self._reached_target():
+                return True
+        status = ray.get(self.learner.status.remote(), timeout=CALL_TIMEOUT_S)
+        if status["done"] and len(self.steps) >= status["steps"]:
+            self.error = status["error"]
+            return True
+        failed = self.pool.failed()
+        if failed:
+            self.error = "rollout worker failed: " + "; ".join(failed)
+            return True
+        return False
+
+    def stop(self) -> None:
+        """Stop the workers (each finishes its generation), the learner's training and the
+        feedback side. Safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._t["stopped"] = time.perf_counter()
+        if self.pool is not None:
+            self.worker_stats = self.pool.shutdown()
+        if self.learner is not None:
+            ray.get(self.learner.stop.remote(), timeout=CALL_TIMEOUT_S)
+        if self.feedback is not None:
+            self.feedback_stats = self.feedback.stop()
+
+    def save(self) -> Path:
+        """Checkpoint the version that reached eval.target, else the newest (HF directory)."""
+        meta = {"steps": len(self.steps), "config": to_dict(self.cfg)}
+        ray.get(
+            self.learner.save.remote(
+                str(self.checkpoint), meta, self.target_version, self.target_weights
+            ),
+            timeout=300,
+        )
+        return self.checkpoint
+
+    def finish(self) -> dict:
+        """Evaluate the checkpoint as a user would load it; write the plot and summary.json."""
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(self.checkpoint, local_files_only=True)
+        final = {
+            "step": len(self.steps),
+            "checkpoint": str(self.checkpoint),
+            **self.evaluator(model),
+        }
+        self._record_eval(final)
+        self.metrics_log.close()
+        plot_reward_curve(self.steps, self.evals, self.out / "reward_curve.png")
+        summary = self.summary()
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+    def close(self) -> None:
+        """Kill this run's actors; shut Ray down only if this run started the connection."""
+        for actor in [self.learner, *(self.pool.actors() if self.pool else [])]:
+            if actor is not None:
+                try:
+                    ray.kill(actor)
+                except Exception as exc:  # noqa: BLE001 - already gone is fine
+                    log.debug("kill: %s", exc)
+        if self.evaluator is not None:
+            self.evaluator.close()
+        if self.owns_ray and ray.is_initialized():
+            ray.shutdown()
+
+    def execute(self) -> dict:
+        """The whole run; returns the summary. RewardLoopError if training stopped early."""
+        try:
+            self.prepare()
+            self.connect()
+            self.launch()
+            self.watch()
+            self.stop()
+            self.save()
+            summary = self.finish()
+        finally:
+            try:
+                self.stop()
+            finally:
+                self.close()
+        if self.error:
+            raise RewardLoopError(
+                f"training stopped early: {self.error} (see {self.out}/metrics.jsonl)"
+            )
+        return summary
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _record_eval(self, record: dict) -> None:
+        self.evals.append(record)
+        self.metrics_log.write({"event": "eval", **record})
+
+    def _due_for_eval(self) -> bool:
+        every, n = self.cfg.eval.every_steps, len(self.steps)
+        return (
+            bool(every) and n - self.evals[-1]["step"] >= every and n < self.cfg.learner.max_steps
+        )
+
+    def _evaluate_latest(self) -> None:
+        version, (ref,) = ray.get(self.learner.latest_weights.remote(-1), timeout=CALL_TIMEOUT_S)
+        self.evaluator.load(ray.get(ref, timeout=CALL_TIMEOUT_S))
+        self._record_eval({"step": len(self.steps), "version": version, **self.evaluator()})
+
+    def _reached_target(self) -> bool:
+        target, rates = self.cfg.eval.target, self.evals[-1]["by_key"]
+        if not target or not rates or min(rates.values()) < target:
+            return False
+        log.info("every key reached eval.target=%.2f at step %d", target, len(self.steps))
+        self.target_version = self.evals[-1]["version"]
+        # the learner trains on while we evaluate and stop: keep these exact weights
+        state = self.evaluator.model.state_dict()
+        self.target_weights = {k: v.clone() for k, v in state.items()}
+        return True
+
+    # -- reporting -------------------------------------------------------------------------
+    def _postfix(self, step: dict) -> dict:
+        last = self.evals[-1]
+        rates = list(last["by_key"].values())
+        shown = "/".join(f"{v:.2f}" for v in rates) if len(rates) <= 4 else f"{last['mean']:.2f}"
+        return {
+            "reward": f"{step.get('reward_mean', 0):.2f}",
+            f"eval {last['metric']}": shown or "-",
+            "lag": f"{step.get('lag_mean', 0):.2f}",
+            "traj/s": f"{step.get('trajectories_per_s', 0):.0f}",
+        }
+
+    def summary(self) -> dict:
+        t = self._t
+        train_s = t.get("stopped", time.perf_counter()) - t["train"]
+        section = run_summary.eval_section(self.evals, self.steps)
+        out = {
+            **run_summary.run_figures(self.steps, self.worker_stats, train_s),
+            "seconds": round(time.perf_counter() - t["start"], 2),
+            "task": self.cfg.task,
+            "algorithm": self.cfg.learner.algorithm,
+            "max_staleness": self.cfg.learner.max_staleness,
+            "num_workers": self.cfg.rollout.num_workers,
+            "base_model": self.cfg.model.name_or_path,
+            "final_model": str(self.checkpoint),
+            "eval": section,
+            "rate_mean_start": section["start"],
+            "rate_mean_end": section["end"],
+            "setup": {  # seconds before training: model, Ray start-up, the learner loading
+                "before_ray_s": round(t["ray_start"] - t["start"], 2),
+                "ray_init_s": round(t["ray"] - t["ray_start"], 2),
+                "learner_ready_s": round(t["train"] - t["ray"], 2),
+                "total_s": round(t["train"] - t["start"], 2),
+            },
+            "error": self.error,
+            "learner_device": self.endpoints.get("device", ""),
+        }
+        if self.task.summary_section:
+            out[self.task.summary_section] = run_summary.audience_by_key(section, self.task.metric)
+        if self.feedback_stats:
+            out["feedback"] = self.feedback_stats
+        return out
+
+
+def train(cfg: RunConfig, progress: bool = True) -> dict:
+    """Run the whole loop; returns the summary (also written to <out>/summary.json)."""
+    return Run(cfg, progress).execute()

@@ -1,0 +1,97 @@
+"""Put a Python reward function behind gRPC: a `FeedbackService` that answers `Score`.
+
+    server = ScoreServer(my_reward, port=0).start()    # my_reward(prompts, completions, metadata)
+    ... reward.kind: grpc, reward.url: server.target ...
+    server.stop()
+
+Useful for serving a reward model on its own GPU machine, and it is the real server the
+gRPC reward source is tested against. The other FeedbackService calls answer UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Callable
+
+import grpc
+
+from rewardloop import grpc_util
+from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
+
+RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
+SERVICE_NAME = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
+
+
+class _ScoreServicer(feedback_pb2_grpc.FeedbackServiceServicer):
+    def __init__(self, fn: RewardFn, token: str):
+        self.fn = fn
+        self.token = token
+
+    def Score(self, request, context):
+        if self.token:
+            auth = dict(context.invocation_metadata() or ()).get("authorization", "")
+            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
+        items = list(request.items)
+        try:
+            rewards = [
+                float(r)
+                for r in self.fn(
+                    [i.prompt for i in items],
+                    [i.completion for i in items],
+                    [dict(i.metadata) for i in items],
+                )
+            ]
+        except Exception as exc:  # noqa: BLE001 - the caller sees the failure, the server lives on
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"reward function failed: {type(exc).__name__}: {exc}"
+            )
+        if len(rewards) != len(items) or not all(math.isfinite(r) for r in rewards):
+            context.abort(
+                grpc.StatusCode.INTERNAL,
+                f"reward function gave {len(rewards)} rewards for {len(items)} items",
+            )
+        return feedback_pb2.ScoreResponse(rewards=rewards)
+
+
+class ScoreServer:
+    """A gRPC Score server around `fn`; port 0 picks a free port; TLS when cert and key are given."""
+
+    def __init__(
+        self,
+        fn: RewardFn,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str = "",
+        tls_cert: str = "",
+        tls_key: str = "",
+        max_workers: int = 8,
+    ):
+        servicer = _ScoreServicer(fn, token)
+        self._server = grpc_util.GrpcServer(
+            [lambda s: feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, s)],
+            host=host,
+            port=port,
+            max_workers=max_workers,
+            health_names=[SERVICE_NAME],
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            name="score",
+        )
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    @property
+    def target(self) -> str:
+        return f"{'grpcs' if self._server.tls else 'grpc'}://{self._server.address}"
+
+    def start(self) -> ScoreServer:
+        self._server.start()
+        return self
+
+    def stop(self, grace_s: float = 1.0) -> None:
+        self._server.stop(grace_s)

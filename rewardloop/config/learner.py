@@ -1,0 +1,111 @@
+"""`learner`: the algorithm, its knobs, the buffer and the learner's servers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .base import (
+    AGGREGATIONS,
+    ALGORITHMS,
+    DEVICES,
+    IS_LEVELS,
+    KL_ESTIMATORS,
+    LR_SCHEDULES,
+    _require,
+    _Section,
+    one_of,
+)
+
+
+@dataclass(frozen=True)
+class LearnerConfig(_Section):
+    section: ClassVar[str] = "learner"
+    algorithm: str = "grpo"
+    """grpo (group-relative, PPO-clip), rloo, reinforce (running-mean baseline), ppo."""
+    lr: float = 5e-4
+    """Adam learning rate (>= 7e-4 destabilizes the default model: gibberish or a stuck reader)."""
+    lr_schedule: str = "constant"
+    """constant, linear or cosine decay to 10% over max_steps, after warmup_steps."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    groups_per_step: int = 3
+    """Groups (prompts x group_size trajectories) consumed by one optimizer step."""
+    max_steps: int = 500
+    """Optimizer steps in a run (an upper bound when eval.target stops it earlier)."""
+    max_staleness: int = 1
+    """Drop trajectories more than this many versions behind (0 = strictly on-policy)."""
+    buffer_capacity: int = 0
+    """Trajectories the learner buffers = total credits granted to workers (0 = automatic:
+    groups_per_step x group_size x max(1, max_staleness); more lets data arrive too stale)."""
+    clip_eps: float = 0.2
+    """PPO clip range for the policy ratio."""
+    clip_eps_high: float = 0.0
+    """grpo, ppo: upper clip bound 1 + clip_eps_high (DAPO's clip-higher, e.g. 0.28; 0 = clip_eps)."""
+    ppo_epochs: int = 1
+    """ppo: optimizer passes over each batch, all clipped against the behavior log-probs."""
+    is_cap: float = 2.0
+    """Truncation cap for importance weights learner/behavior on stale data."""
+    is_level: str = "token"
+    """rloo, reinforce: importance weights per token, or per sequence (the completion's ratio)."""
+    scale_std: bool = True
+    """GRPO: divide group-relative advantages by the group's std."""
+    aggregation: str = "token"
+    """Loss aggregation: token (mean over all tokens) or sequence (mean of per-sequence means)."""
+    kl_coef: float = 0.0
+    """Weight of the KL penalty to the frozen reference (0 = no reference kept)."""
+    kl_estimator: str = "k3"
+    """KL estimator: k1 (log ratio), k2 (half its square) or k3 (GRPO's, the default)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus weight."""
+    grad_clip: float = 1.0
+    """Max global grad norm (0 = off)."""
+    device: str = "auto"
+    """auto (cuda when available), cpu or cuda."""
+    port: int = 0
+    """TrajectoryService port (0 = a free one)."""
+    host: str = "127.0.0.1"
+    """Interface the ingest and weight servers bind."""
+    wait_timeout_s: float = 120.0
+    """Longest the learner waits for a full batch before it reports starvation."""
+    torch_threads: int = 1
+    """torch intra-op threads on the learner (CPU)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.algorithm in ALGORITHMS,
+            self.key("algorithm"),
+            one_of(ALGORITHMS),
+        )
+        _require(
+            0 < self.lr < 1,
+            self.key("lr"),
+            f"must be in (0, 1), got {self.lr!r}; e.g. --set learner.lr=1e-3",
+        )
+        _require(self.lr_schedule in LR_SCHEDULES, self.key("lr_schedule"), one_of(LR_SCHEDULES))
+        _require(self.warmup_steps >= 0, self.key("warmup_steps"), "must be >= 0")
+        _require(self.groups_per_step >= 1, self.key("groups_per_step"), "must be >= 1")
+        _require(self.max_steps >= 1, self.key("max_steps"), "must be >= 1")
+        _require(self.max_staleness >= 0, self.key("max_staleness"), "must be >= 0")
+        _require(
+            self.buffer_capacity >= 0, self.key("buffer_capacity"), "must be >= 0 (0 = automatic)"
+        )
+        _require(0 < self.clip_eps < 1, self.key("clip_eps"), "must be in (0, 1)")
+        _require(
+            0 <= self.clip_eps_high < 1,
+            self.key("clip_eps_high"),
+            "must be in [0, 1) (0 = the same as clip_eps)",
+        )
+        _require(self.ppo_epochs >= 1, self.key("ppo_epochs"), "must be >= 1")
+        _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
+        _require(self.is_level in IS_LEVELS, self.key("is_level"), one_of(IS_LEVELS))
+        _require(self.aggregation in AGGREGATIONS, self.key("aggregation"), one_of(AGGREGATIONS))
+        _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
+        _require(
+            self.kl_estimator in KL_ESTIMATORS, self.key("kl_estimator"), one_of(KL_ESTIMATORS)
+        )
+        _require(self.grad_clip >= 0, self.key("grad_clip"), "must be >= 0 (0 = off)")
+        _require(self.device in DEVICES, self.key("device"), one_of(DEVICES))
+        _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
+        _require(self.wait_timeout_s > 0, self.key("wait_timeout_s"), "must be > 0")
+        _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
