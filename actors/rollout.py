@@ -9,6 +9,12 @@ repeat:
     score them with the reward source (delayed sources answer later via poll())
     send complete groups to the learner within credits
 
+A member whose reward is NaN or inf (from any reward source) is dropped here, counted in
+`non_finite_rewards` and logged once per source, so nothing non-finite reaches the learner and
+no sibling waits for it: the rest of its group goes on with `group_size` fixed up, or, with
+fewer than 2 members left (no comparison to learn from), is dropped too (`groups_dropped`,
+its members in `siblings_dropped`).
+
 The learner is seen only through `rewardloop.sink.TrajectorySink`. Where the sink does not ration
 (`credits is None`: a ListSink in tests, benchmarks), a version feeds at most max_staleness + 1
 generations instead. Every wait returns early once `stop` is set.
@@ -17,6 +23,7 @@ generations instead. Every wait returns early once `stop` is set.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -48,6 +55,17 @@ class _PendingGroup:
     members: list[Trajectory]
     waiting: set[str]
     created: float = field(default_factory=time.monotonic)
+    non_finite: int = 0
+    """Members dropped for a NaN or inf reward."""
+
+
+def _finite(score: Score) -> bool:
+    """The reward and every named part are finite numbers (what the learner's ingest admits)."""
+    try:
+        values = [float(score.reward), *(float(p.value) for p in score.parts)]
+    except (TypeError, ValueError):
+        return False
+    return all(math.isfinite(v) for v in values)
 
 
 class RolloutWorker:
@@ -81,6 +99,7 @@ class RolloutWorker:
         self.version = 0
         self.generations_on_version = 0
         self.pending: dict[str, _PendingGroup] = {}
+        self._warned_sources: set[str] = set()  # non-finite rewards are logged once per source
         self.counters = {
             "generations": 0,
             "groups": 0,
@@ -90,6 +109,9 @@ class RolloutWorker:
             "accepted": 0,
             "duplicate": 0,
             "rejected": 0,
+            "non_finite_rewards": 0,
+            "groups_dropped": 0,
+            "siblings_dropped": 0,
             "weight_swaps": 0,
             "waited_for_version_s": 0.0,
             "generate_s": 0.0,
@@ -280,6 +302,10 @@ class RolloutWorker:
                 t = next(m for m in group.members if m.id == trajectory_id)
                 if score.source == EXPIRED:  # a delayed rating that will never come: drop it
                     group.members.remove(t)
+                elif not _finite(score):  # ingest would reject it: drop it here, counted
+                    group.members.remove(t)
+                    group.non_finite += 1
+                    self._count_non_finite(score)
                 else:
                     t.reward = float(score.reward)
                     t.reward_parts = list(score.parts) or [
@@ -293,13 +319,33 @@ class RolloutWorker:
                 group.waiting.discard(trajectory_id)
                 return
 
+    def _count_non_finite(self, score: Score) -> None:
+        self.counters["non_finite_rewards"] += 1
+        source = score.source or type(self.reward).__name__
+        if source not in self._warned_sources:
+            self._warned_sources.add(source)
+            log.warning(
+                "worker %s: reward source %r gave a non-finite reward (%r); dropping such "
+                "trajectories (counted in non_finite_rewards, logged once per source)",
+                self.worker_id,
+                source,
+                score.reward,
+            )
+
     def ready_groups(self) -> list[Trajectory]:
-        """Trajectories of every group whose members all have rewards (group_size fixed up)."""
+        """Trajectories of every group whose members all have rewards (group_size fixed up).
+
+        A group that lost members to non-finite rewards and has fewer than 2 left is dropped."""
         for item_id, score in self.reward.poll(0.0):
             self._complete(item_id, score)
         out = []
         for gid in [g for g, p in self.pending.items() if not p.waiting]:
-            members = self.pending.pop(gid).members
+            group = self.pending.pop(gid)
+            members = group.members
+            if group.non_finite and len(members) < 2:
+                self.counters["groups_dropped"] += 1
+                self.counters["siblings_dropped"] += len(members)
+                continue
             for t in members:
                 t.group_size = len(members)
             out.extend(members)

@@ -8,7 +8,8 @@ credit grants). If the stream breaks (learner restarting, UNAVAILABLE) the clien
 channel and stream with bounded, backed-off retries and re-sends whatever was not yet acked;
 the learner reports the ones it had already admitted as duplicates, so nothing is lost and
 nothing is trained on twice. The client never has more trajectories on a stream than that
-stream granted.
+stream granted. `ca_cert` (a PEM path) turns on TLS, `token` is sent as `authorization:
+Bearer` on the stream; a missing or wrong token raises `Unauthenticated` (no retry).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def _add_ack(result: SendResult, ack: trajectory_pb2.Ack) -> None:
 class _Stream:
     """One open bidi call: its request queue, the Ack reader thread and the credit state."""
 
-    def __init__(self, target: str, worker_id: str):
-        self.channel = grpc_util.new_channel(target)
+    def __init__(self, target: str, worker_id: str, ca_cert: str = "", token: str = ""):
+        self.channel = grpc_util.new_channel(target, ca_cert=ca_cert, token=token)
         self.cond = threading.Condition()
         self.credits = 0
         self.granted = 0  # total credits this stream was granted
@@ -121,6 +122,8 @@ class TrajectoryClient:
         timeout_s: float = 30.0,
         batch_size: int = 64,
         max_retries: int = 5,
+        ca_cert: str = "",
+        token: str = "",
     ):
         if not worker_id:
             raise ValueError("worker_id: must not be empty")
@@ -131,6 +134,7 @@ class TrajectoryClient:
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self.max_retries = max_retries
+        self._ca_cert, self._token = ca_cert, token  # TLS trust (PEM path), learner.token
         self._stream: _Stream | None = None
         self._connected_before = False
         self._send_lock = threading.Lock()
@@ -290,7 +294,7 @@ class TrajectoryClient:
         for attempt in range(self.max_retries + 1):
             if attempt:
                 grpc_util.sleep_backoff(attempt - 1)
-            st = _Stream(self.target, self.worker_id)
+            st = _Stream(self.target, self.worker_id, self._ca_cert, self._token)
             with st.cond:
                 st.cond.wait_for(lambda s=st: s.ready or s.ended, timeout=self.timeout_s)
                 ready, ended, error = st.ready, st.ended, st.error

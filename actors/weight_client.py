@@ -35,10 +35,19 @@ class WeightClient:
     """Fetches versioned safetensors weights from a WeightServer.
 
     `timeout_s` bounds each transfer (and each `follow` subscription); waiting for a version
-    to be published is bounded separately by `wait_for_version`'s own `timeout_s`."""
+    to be published is bounded separately by `wait_for_version`'s own `timeout_s`. `ca_cert`
+    (a PEM path) turns on TLS; `token` is sent as `authorization: Bearer` on every call."""
 
-    def __init__(self, target: str, timeout_s: float = 30.0, max_retries: int = 3):
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        max_retries: int = 3,
+        ca_cert: str = "",
+        token: str = "",
+    ):
         self.target = target
+        self._ca_cert, self._token = ca_cert, token  # TLS trust (PEM path), learner.token
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self._channel: grpc.Channel | None = None
@@ -113,7 +122,9 @@ class WeightClient:
 
     def _subscribe(self, have_version: int, once: bool, wait_s: float = 0.0):
         if self._subscribe_rpc is None:
-            self._channel = grpc_util.new_channel(self.target)
+            self._channel = grpc_util.new_channel(
+                self.target, ca_cert=self._ca_cert, token=self._token
+            )
             self._subscribe_rpc = self._channel.unary_stream(
                 SUBSCRIBE_METHOD,
                 request_serializer=weights_pb2.SubscribeRequest.SerializeToString,

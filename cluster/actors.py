@@ -155,18 +155,23 @@ class RolloutActor:
     def _build(self, endpoints: dict) -> None:
         from rewardloop.actors.rollout import RolloutWorker
         from rewardloop.actors.trajectory_client import TrajectoryClient
+        from rewardloop.auth import resolve_token
 
         cfg = self.cfg
+        # the driver ships learner.token resolved (cluster/run.py); ca_cert: the learner's TLS
+        token = resolve_token(cfg.learner.token, "learner.token")
+        secure = {"ca_cert": cfg.rollout.ca_cert, "token": token}
         self.client = TrajectoryClient(
             endpoints["ingest"],
             self.worker_id,
             timeout_s=self._timeout,
             batch_size=cfg.rollout.send_batch_size,
+            **secure,
         )
         if cfg.rollout.weight_sync == "grpc":
             from rewardloop.actors.weight_client import WeightClient
 
-            client = WeightClient(endpoints["weights"], timeout_s=self._timeout)
+            client = WeightClient(endpoints["weights"], timeout_s=self._timeout, **secure)
             weights, wait = client.poll, client.wait_for_version
         else:
             weights, wait = self._object_store_weights, self._object_store_wait

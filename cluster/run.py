@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from rewardloop import run_summary
+from rewardloop.auth import resolve_token
 from rewardloop.config import RunConfig, replace, to_dict
 from rewardloop.errors import RewardLoopError
 from rewardloop.feedback.evaluation import Evaluator
@@ -90,8 +91,12 @@ class Run:
         self.feedback = start_feedback(self.cfg)  # feedback.autostart: a gateway for this run
         self.cfg = self.feedback.cfg
         self._t["ray"] = time.perf_counter()
-        self.learner = LearnerActor.options(**learner_options(self.cfg)).remote(self.cfg)
-        self.pool = RolloutPool(self.cfg, self.learner)
+        # learner.token travels resolved (an actor's environment may lack the env: variable);
+        # self.cfg keeps `env:NAME`, so config.json never holds the secret
+        token = resolve_token(self.cfg.learner.token, "learner.token")
+        actor_cfg = replace(self.cfg, learner={"token": token})
+        self.learner = LearnerActor.options(**learner_options(self.cfg)).remote(actor_cfg)
+        self.pool = RolloutPool(actor_cfg, self.learner)
         self.pool.launch(self.cfg.rollout.num_workers)  # they load while the learner loads
         self.endpoints = ray.get(self.learner.start.remote(), timeout=600)
         self.pool.start(self.endpoints)

@@ -24,6 +24,7 @@ __all__ = [
     "group_relative",
     "leave_one_out",
     "reinforce_baseline",
+    "scaled_baseline",
     "token_returns",
     "whiten",
 ]
@@ -153,18 +154,44 @@ def token_returns(token_rewards: Tensor, mask: Tensor, gamma: float = 1.0) -> Te
     return out
 
 
-def whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / (std + eps) over the real entries (population std); masked entries -> 0."""
+def whiten(x: Tensor, mask: Tensor | None = None, eps: float = 1e-8, center: bool = True) -> Tensor:
+    """Scale to unit std over the real entries: (x - mean) / (std + eps), or x / (std + eps) with
+    `center=False`; masked entries -> 0.
+
+    Population std, taken in float64. `center=False` keeps what x is measured against (a
+    baseline) and only fixes its scale. Real entries that are all equal carry nothing to scale:
+    they give 0 exactly, as a constant GRPO group does, never a round-off residue over eps.
+    """
     if mask is None:
         mask = torch.ones_like(x, dtype=torch.bool)
     if mask.shape != x.shape:
         raise InvalidInput("mask", f"shape {tuple(mask.shape)} != {tuple(x.shape)}")
     real = mask.bool()
-    n = real.sum().clamp(min=1)
-    xr = torch.where(real, x, 0.0)
-    mean = xr.sum() / n
-    var = torch.where(real, (x - mean) ** 2, 0.0).sum() / n
-    return torch.where(real, (x - mean) / (var.sqrt() + eps), 0.0)
+    x64 = x.detach().to(torch.float64)
+    if x.numel() == 0 or not bool(  # no two real entries differ (or none at all)
+        torch.where(real, x64, -torch.inf).amax() > torch.where(real, x64, torch.inf).amin()
+    ):
+        return torch.zeros_like(x, dtype=_float_dtype(x))
+    n = real.sum()
+    mean = torch.where(real, x64, 0.0).sum() / n
+    std = (torch.where(real, (x64 - mean) ** 2, 0.0).sum() / n).sqrt()
+    out = ((x64 - mean) if center else x64) / (std + eps)
+    return torch.where(real, out, 0.0).to(_float_dtype(x))
+
+
+def scaled_baseline(rewards: Tensor, baseline: RunningMean, eps: float = 1e-8) -> Tensor:
+    """PPO without a critic: A_i = (r_i - b) / (std(r) + eps), b the running mean read before
+    this batch updates it, std the batch's population std; 0 for every sample when std = 0.
+
+    Scaled, not re-centred. OpenRLHF's REINFORCE++ and the `whiten` of TRL / verl (after
+    OpenAI's lm-human-preferences) subtract the batch mean; there the mean removed is itself
+    the baseline (a critic's GAE, a group mean), but subtracting it after a running baseline
+    cancels b: every b gave the same advantages. So the batch fixes only the scale (the
+    `shift_mean=False` idea of those `whiten`s, without adding the mean back) and b alone
+    decides the sign: a batch better than usual is pushed up as a whole. A batch of equal
+    rewards has no spread to scale by: it gets A = 0, like a constant GRPO group.
+    """
+    return whiten(reinforce_baseline(rewards, baseline), eps=eps, center=False)
 
 
 def _float_dtype(x: Tensor) -> torch.dtype:

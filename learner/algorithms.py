@@ -11,7 +11,7 @@ An `Algorithm` is three small pure pieces, so the trainer never dispatches on a 
 | grpo      | group-relative (/ std if scale_std)     | PPO-clip vs behavior log-probs         | 1                |
 | rloo      | leave-one-out                           | policy gradient x truncated IS weights | 1                |
 | reinforce | running-mean baseline                   | policy gradient x truncated IS weights | 1                |
-| ppo       | running-mean baseline, whitened         | PPO-clip vs behavior log-probs         | learner.ppo_epochs |
+| ppo       | running-mean baseline / batch std       | PPO-clip vs behavior log-probs         | learner.ppo_epochs |
 
 The clip's upper bound is `1 + learner.clip_eps_high` (0 = clip_eps); the importance weights
 are `min(pi / pi_behavior, learner.is_cap)` per token or, with `learner.is_level: sequence`, per
@@ -75,9 +75,10 @@ def _running_baseline(rewards, group_index, cfg, baseline) -> Tensor:
     return adv.reinforce_baseline(rewards, baseline)
 
 
-def _whitened_baseline(rewards, group_index, cfg, baseline) -> Tensor:
-    # ppo: no critic for sequence rewards; a running baseline, whitened over the batch.
-    return adv.whiten(adv.reinforce_baseline(rewards, baseline))
+def _scaled_baseline(rewards, group_index, cfg, baseline) -> Tensor:
+    # ppo: no critic for sequence rewards; a running baseline, scaled by the batch's std (not
+    # re-centred on the batch mean, which would cancel the baseline).
+    return adv.scaled_baseline(rewards, baseline)
 
 
 # -- losses ----------------------------------------------------------------------------------
@@ -114,7 +115,7 @@ ALGORITHM_TABLE: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", _group_relative, clip_loss),
     "rloo": Algorithm("rloo", _leave_one_out, weighted_pg_loss),
     "reinforce": Algorithm("reinforce", _running_baseline, weighted_pg_loss),
-    "ppo": Algorithm("ppo", _whitened_baseline, clip_loss, epochs=lambda cfg: cfg.ppo_epochs),
+    "ppo": Algorithm("ppo", _scaled_baseline, clip_loss, epochs=lambda cfg: cfg.ppo_epochs),
 }
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from rewardloop import grpc_util
+from rewardloop.auth import ServerSecurity
 from rewardloop.errors import InvalidInput
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.credits import CreditLedger, Grant
@@ -60,6 +61,11 @@ class IngestServer:
 
     `capacity` (default: the buffer's) is the total credit budget. While started, the server
     hooks itself into `buffer.on_release` (chaining any previous hook) to return credits.
+    At most `max_streams` streams are open at once (the next is refused with RESOURCE_EXHAUSTED,
+    counted in `stats()["streams_refused_busy"]`); a trajectory longer than
+    `max_trajectory_tokens` (prompt + completion) is rejected, naming the bound.
+    `security` (token, TLS, the non-loopback rule) is `GrpcServer`'s; refusals count in
+    `stats()["unauthenticated"]`.
     """
 
     def __init__(
@@ -70,12 +76,15 @@ class IngestServer:
         host: str = "127.0.0.1",
         vocab_size: int | None = None,
         capacity: int | None = None,
-        max_workers: int = 16,
+        max_streams: int = 128,
         credit_unit: int = 1,
+        max_trajectory_tokens: int | None = None,
+        security: ServerSecurity | None = None,
     ):
         self.buffer = buffer
         self._version_fn = version_fn
         self._vocab_size = vocab_size
+        self._max_tokens = max_trajectory_tokens
         self._capacity = capacity or buffer.capacity
         self._credit_unit = credit_unit  # credits go out in whole groups (see credits.py)
         self._ledger = CreditLedger(self._capacity, unit=credit_unit)
@@ -89,10 +98,12 @@ class IngestServer:
             [lambda s: trajectory_pb2_grpc.add_TrajectoryServiceServicer_to_server(servicer, s)],
             host=host,
             port=port,
-            max_workers=max_workers,
+            max_workers=max_streams,
+            max_calls_key="learner.max_streams",
             health_names=[SERVICE_NAME],
             name="ingest",
             what="learner.port",
+            security=security,
         )
         self._prev_hook = None
         self._stopping = False
@@ -147,6 +158,8 @@ class IngestServer:
             out["rejected_total"] = sum(self._rejected.values())
             out["streams_open"] = len(self._streams)
         out["credits"] = self._ledger.snapshot()
+        out["streams_refused_busy"] = self._grpc.busy_refused
+        out["unauthenticated"] = self._grpc.unauthenticated
         return out
 
     # ---- the stream --------------------------------------------------------------------
@@ -240,7 +253,7 @@ class IngestServer:
         ack = trajectory_pb2.Ack(batch_seq=batch.batch_seq, learner_version=version)
         # The whole batch is decoded and validated at once (a few numpy calls, see wire.py);
         # each trajectory still gets its own verdict.
-        decoded = trajectories_from_protos(msgs[:allowed], self._vocab_size)
+        decoded = trajectories_from_protos(msgs[:allowed], self._vocab_size, self._max_tokens)
         accepted: list[str] = []
         duplicate: list[str] = []
         for msg, item in zip(msgs, decoded, strict=False):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from rewardloop.auth import ServerSecurity
 from rewardloop.config import RunConfig, buffer_capacity
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.checkpoint import save_checkpoint
@@ -45,6 +46,7 @@ class LearnerService:
         capacity = buffer_capacity(cfg)
         self.buffer = TrajectoryBuffer(capacity=capacity, max_staleness=lc.max_staleness)
         vocab = model.get_input_embeddings().num_embeddings
+        security = ServerSecurity.from_config(lc)  # learner.token / tls_* / allow_insecure
         self.ingest = IngestServer(
             self.buffer,
             version_fn=lambda: self.trainer.version,
@@ -53,9 +55,14 @@ class LearnerService:
             vocab_size=vocab,
             capacity=capacity,
             credit_unit=cfg.rollout.group_size,  # workers get credits for whole groups only
+            max_streams=lc.max_streams,
+            max_trajectory_tokens=lc.max_trajectory_tokens,
+            security=security,
         )
         self.weight_server = (
-            WeightServer(port=0, host=lc.host) if cfg.rollout.weight_sync == "grpc" else None
+            WeightServer(port=0, host=lc.host, security=security, max_streams=lc.max_streams)
+            if cfg.rollout.weight_sync == "grpc"
+            else None
         )
         self._publish = publish
         self.metrics: list[dict] = []
@@ -78,6 +85,12 @@ class LearnerService:
             self.weight_server.start()
         self.publish()
         return self.ingest.address
+
+    @property
+    def unauthenticated(self) -> int:
+        """Calls the ingest and weight servers refused for a missing or wrong learner.token."""
+        weights = self.weight_server.stats()["unauthenticated"] if self.weight_server else 0
+        return self.ingest.stats()["unauthenticated"] + weights
 
     @property
     def weight_address(self) -> str:
@@ -150,6 +163,7 @@ class LearnerService:
             lag_max=max(lags),
             dropped_stale=stats.get("dropped_stale", 0),
             rejected=stats.get("rejected", 0),
+            unauthenticated=self.unauthenticated,
             reward_by_key={k: sum(v) / len(v) for k, v in sorted(by_key.items())},
         )
         if metrics["skipped"]:
@@ -171,6 +185,7 @@ class LearnerService:
             "error": self.error,
             "buffer": self.buffer.stats(),
             "ingest": self.ingest.stats(),
+            "weights": self.weight_server.stats() if self.weight_server is not None else {},
         }
 
     def save(

@@ -24,6 +24,7 @@ import grpc
 import torch
 
 from rewardloop import grpc_util
+from rewardloop.auth import ServerSecurity
 from rewardloop.errors import InvalidInput
 from rewardloop.pb import weights_pb2
 from rewardloop.weight_wire import (
@@ -37,14 +38,19 @@ _POLL_S = 0.5
 
 
 class WeightServer:
-    """Serves the latest published weights over gRPC (start/stop in tests, port 0 = free port)."""
+    """Serves the latest published weights over gRPC (start/stop in tests, port 0 = free port).
+
+    `security` (token, TLS, the non-loopback rule) is `GrpcServer`'s; refusals count in
+    `stats()["unauthenticated"]`. At most `max_streams` Subscribe calls (long-polls included)
+    are served at once; the next is refused with RESOURCE_EXHAUSTED (`stats()["refused_busy"]`)."""
 
     def __init__(
         self,
         port: int = 0,
         host: str = "127.0.0.1",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        max_workers: int = 16,
+        max_streams: int = 128,
+        security: ServerSecurity | None = None,
     ):
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes: must be >= 1, got {chunk_bytes}")
@@ -70,10 +76,12 @@ class WeightServer:
             [register],
             host=host,
             port=port,
-            max_workers=max_workers,
+            max_workers=max_streams,
+            max_calls_key="learner.max_streams",
             health_names=[SERVICE_NAME],
             name="weights",
             what="weight server port",
+            security=security,
         )
         self._counts: Counter[str] = Counter()
         self.last_encode_s = 0.0
@@ -139,7 +147,9 @@ class WeightServer:
         with self._cond:
             out = dict(self._counts)
             out["latest_version"] = self._latest.version if self._latest is not None else -1
-            return out
+        out["unauthenticated"] = self._grpc.unauthenticated
+        out["refused_busy"] = self._grpc.busy_refused
+        return out
 
     # ---- Subscribe ---------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """The `rewardloop` command: the top floor, the only part of rewardloop/ that calls cluster/.
 
-rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N]
+rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N] [--address A]
 rewardloop eval --model DIR [--config FILE] [--set ...]
 rewardloop feedback serve|forget ...
 rewardloop bench NAME [--json]
@@ -36,6 +36,8 @@ def _load(args: argparse.Namespace) -> RunConfig:
         overrides.append(f"out={args.out}")
     if getattr(args, "max_steps", None):
         overrides.append(f"learner.max_steps={args.max_steps}")
+    if getattr(args, "address", None):
+        overrides.append(f"cluster.address={args.address}")
     return load_config(args.config, overrides)
 
 
@@ -125,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default runs/latest)")
     train.add_argument("--max-steps", type=int, help="optimizer steps")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--address",
+        help="Ray cluster to attach to, e.g. HOST:6379 (also RAY_ADDRESS or cluster.address; "
+        "default: start a local Ray)",
+    )
     train.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="score a checkpoint on the held-out prompts; prints JSON")
     ev.add_argument(

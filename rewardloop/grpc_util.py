@@ -1,7 +1,8 @@
 """Shared gRPC plumbing: one server lifecycle, channel/server options, health, error translation.
 
 Every rewardloop server (ingest, weights, feedback gateway, Score server) runs on `GrpcServer`:
-bind (port 0 = a free one; TLS when given a certificate), `grpc.health.v1` answering SERVING for
+bind (port 0 = a free one; TLS when given a certificate; a bearer token on every call but
+health with an `auth.ServerSecurity`), `grpc.health.v1` answering SERVING for
 "" and each named service, and a graceful stop that reports NOT_SERVING before it stops taking
 calls. Clients build their channels here too, so that message-size limits and keepalive
 settings agree on both ends, and a `grpc.RpcError` becomes a `rewardloop.errors` class (and
@@ -17,6 +18,8 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from rewardloop import auth
+from rewardloop.call_limit import HEALTH_THREADS, SHORT_CALLS_QUEUED, CallLimit
 from rewardloop.errors import (
     InvalidInput,
     NotFound,
@@ -62,9 +65,12 @@ def server_options(
     ]
 
 
-def new_channel(target: str, max_message_bytes: int = MAX_MESSAGE_BYTES) -> grpc.Channel:
-    """An insecure channel to `target` ("host:port") with the shared options."""
-    return grpc.insecure_channel(target, options=channel_options(max_message_bytes))
+def new_channel(
+    target: str, max_message_bytes: int = MAX_MESSAGE_BYTES, *, ca_cert: str = "", token: str = ""
+) -> grpc.Channel:
+    """A channel to `target` ("host:port") with the shared options: plaintext, or TLS trusting
+    `ca_cert` (PEM path); `token` goes as `authorization: Bearer` metadata on every call."""
+    return auth.client_channel(target, channel_options(max_message_bytes), ca_cert, token)
 
 
 def new_server(
@@ -72,12 +78,22 @@ def new_server(
     max_message_bytes: int = MAX_MESSAGE_BYTES,
     max_receive_bytes: int | None = None,
     thread_name_prefix: str = "grpc",
+    interceptors: Iterable[grpc.ServerInterceptor] = (),
+    max_queued: int | None = None,
 ) -> grpc.Server:
-    """A sync gRPC server; each open stream holds one of its `max_workers` threads."""
+    """A sync gRPC server; each call (an open stream for its whole life) holds one of its
+    `max_workers` threads. With `max_queued`, at most that many more calls wait for a thread
+    and grpc refuses any beyond with RESOURCE_EXHAUSTED (`maximum_concurrent_rpcs`)."""
     pool = futures.ThreadPoolExecutor(
         max_workers=max_workers, thread_name_prefix=thread_name_prefix
     )
-    return grpc.server(pool, options=server_options(max_message_bytes, max_receive_bytes))
+    options = server_options(max_message_bytes, max_receive_bytes)
+    return grpc.server(
+        pool,
+        options=options,
+        interceptors=list(interceptors) or None,
+        maximum_concurrent_rpcs=None if max_queued is None else max_workers + max_queued,
+    )
 
 
 def bind(
@@ -123,10 +139,18 @@ class GrpcServer:
 
     `services` register the servicers; `grpc.health.v1` is always registered and answers
     SERVING for "" and each of `health_names` while the server runs. `tls_cert` + `tls_key`
-    (PEM paths) serve TLS. `max_message_bytes` caps messages both ways unless
-    `max_receive_bytes` sets a smaller cap on what clients send. `what` names the port in the
-    Unavailable raised when the address is taken. After `stop()` a new `start()` builds a
-    fresh server on the same port (the one bound first, when it was 0).
+    (PEM paths) serve TLS. `security` (an `auth.ServerSecurity`) adds a bearer token that every
+    call but health must carry (refusals counted in `unauthenticated`), its TLS files, and the
+    check at `start()` that a non-loopback host has a token. `max_workers` calls of the
+    services (open streams included) run at once, each on a thread; more wait for one. Given
+    `max_calls_key` (the config key that sets `max_workers`, for servers of long-lived
+    streams), the next call is instead refused at once with RESOURCE_EXHAUSTED naming the key
+    (counted in `busy_refused`), and health checks run on `call_limit.HEALTH_THREADS` threads
+    of their own, so they answer while every call is taken (see `rewardloop/call_limit.py`).
+    `max_message_bytes` caps messages both ways unless `max_receive_bytes` sets a smaller cap
+    on what clients send. `what` names the port in the Unavailable raised when the address is
+    taken. After `stop()` a new `start()` builds a fresh server on the same port (the one bound
+    first, when it was 0).
     """
 
     def __init__(
@@ -143,7 +167,11 @@ class GrpcServer:
         max_receive_bytes: int | None = None,
         name: str = "grpc",
         what: str = "port",
+        security: auth.ServerSecurity | None = None,
+        max_calls_key: str = "",
     ):
+        if security is not None:  # token, TLS and the non-loopback rule in one object
+            tls_cert, tls_key = tls_cert or security.tls_cert, tls_key or security.tls_key
         if bool(tls_cert) != bool(tls_key):
             raise ValueError("tls_cert and tls_key: give both or neither")
         self._services = list(services)
@@ -151,9 +179,16 @@ class GrpcServer:
         self.tls = bool(tls_cert)
         self._tls_paths = (tls_cert, tls_key)
         self._max_workers = max_workers
+        self._limit = CallLimit(max_workers, max_calls_key) if max_calls_key else None
         self._health_names = list(health_names)
         self._message_bytes = (max_message_bytes, max_receive_bytes)
         self._name, self._what = name, what
+        self._security = security
+        self._auth = (
+            auth.TokenInterceptor(security.token, security.section)
+            if security is not None and security.token
+            else None
+        )
         self._server: grpc.Server | None = None
         self._health: health.HealthServicer | None = None
 
@@ -163,6 +198,16 @@ class GrpcServer:
         return f"{self.host}:{self.port}"
 
     @property
+    def unauthenticated(self) -> int:
+        """Calls refused for a missing or wrong bearer token (0 without a token)."""
+        return self._auth.denied if self._auth is not None else 0
+
+    @property
+    def busy_refused(self) -> int:
+        """Calls refused with RESOURCE_EXHAUSTED because `max_workers` calls were open."""
+        return self._limit.refused if self._limit is not None else 0
+
+    @property
     def started(self) -> bool:
         return self._server is not None
 
@@ -170,7 +215,16 @@ class GrpcServer:
         """Bind, register health (SERVING) and serve; returns the bound address."""
         if self._server is not None:
             raise RuntimeError(f"{self._name} gRPC server already started")
-        server = new_server(self._max_workers, *self._message_bytes, thread_name_prefix=self._name)
+        if self._security is not None:
+            self._security.check_bind(self.host)
+        limit = [self._limit] if self._limit is not None else []
+        server = new_server(
+            self._max_workers + (HEALTH_THREADS if limit else 0),
+            *self._message_bytes,
+            thread_name_prefix=self._name,
+            interceptors=[*([self._auth] if self._auth is not None else ()), *limit],
+            max_queued=SHORT_CALLS_QUEUED if limit else None,
+        )
         for register in self._services:
             register(server)
         self._health = add_health(server, self._health_names)

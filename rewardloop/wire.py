@@ -9,7 +9,10 @@ trajectory alone, to reject exactly the bad ones. The decoded arrays are read-on
 joined bytes (no per-token Python objects anywhere).
 
 Decoding validates: a malformed trajectory becomes an `InvalidInput` naming the field, which
-the ingest server reports back as that trajectory's rejection instead of crashing.
+the ingest server reports back as that trajectory's rejection instead of crashing. That
+includes length: given `max_tokens` (the learner passes `learner.max_trajectory_tokens`), a
+trajectory whose prompt + completion is longer is rejected from its byte lengths alone, before
+any of its arrays is read.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from rewardloop.pb import trajectory_pb2
 from rewardloop.trajectory import RewardPart, Trajectory
 
 MAX_ID_LEN = 256
+MAX_TOKENS_KEY = "learner.max_trajectory_tokens"
+"""The config key that sets `max_tokens`, named in the rejection."""
 LOGPROB_MAX = 1e-4
 """Largest behavior log-prob accepted (log-probs are <= 0; this allows float rounding)."""
 IDS_DTYPE = np.dtype("<i4")
@@ -77,28 +82,33 @@ def fill_proto(msg: trajectory_pb2.Trajectory, t: Trajectory) -> trajectory_pb2.
 
 
 def trajectory_from_proto(
-    msg: trajectory_pb2.Trajectory, vocab_size: int | None = None
+    msg: trajectory_pb2.Trajectory, vocab_size: int | None = None, max_tokens: int | None = None
 ) -> Trajectory:
     """Decode and validate one trajectory; raises InvalidInput naming the bad field."""
-    (out,) = trajectories_from_protos([msg], vocab_size)
+    (out,) = trajectories_from_protos([msg], vocab_size, max_tokens)
     if isinstance(out, InvalidInput):
         raise out
     return out
 
 
 def trajectories_from_protos(
-    msgs: Sequence[trajectory_pb2.Trajectory], vocab_size: int | None = None
+    msgs: Sequence[trajectory_pb2.Trajectory],
+    vocab_size: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[Trajectory | InvalidInput]:
     """Decode and validate a batch: one Trajectory, or the InvalidInput that rejects it, per msg.
 
-    A bad trajectory never affects the verdict on the others.
+    A bad trajectory never affects the verdict on the others. `max_tokens` (None = no bound)
+    bounds each trajectory's prompt + completion tokens.
     """
     out: list = []
     id_blobs: list[bytes] = []
     lp_blobs: list[bytes] = []
     for msg in msgs:
         prompt, completion, logprobs = msg.prompt_ids, msg.completion_ids, msg.behavior_logprobs
-        problem = _scalar_problem(msg, prompt, completion, logprobs)
+        problem = _scalar_problem(msg, prompt, completion, logprobs) or _length_problem(
+            prompt, completion, max_tokens
+        )
         if problem is not None:
             out.append(problem)
             continue
@@ -157,6 +167,23 @@ def _scalar_problem(
         return InvalidInput("policy_version", f"must be >= 0, got {msg.policy_version}")
     if msg.group_size < 0:
         return InvalidInput("group_size", f"must be >= 0, got {msg.group_size}")
+    return None
+
+
+def _length_problem(
+    prompt: bytes, completion: bytes, max_tokens: int | None
+) -> InvalidInput | None:
+    """Prompt + completion longer than `max_tokens`, told from the byte lengths alone."""
+    if max_tokens is None:
+        return None
+    n_prompt, n_completion = len(prompt) // _WIDTH, len(completion) // _WIDTH
+    if n_prompt > max_tokens:
+        return InvalidInput("prompt_ids", f"{n_prompt} tokens > {MAX_TOKENS_KEY}={max_tokens}")
+    if n_prompt + n_completion > max_tokens:
+        return InvalidInput(
+            "completion_ids",
+            f"{n_completion} tokens (+ {n_prompt} prompt tokens) > {MAX_TOKENS_KEY}={max_tokens}",
+        )
     return None
 
 

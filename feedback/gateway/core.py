@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hmac
 import math
-import os
 import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 
+from rewardloop import auth
 from rewardloop.errors import (
     InvalidInput,
     NotFound,
@@ -25,6 +25,7 @@ from rewardloop.errors import (
 )
 from rewardloop.feedback.sources.content_check import ContentGate, load_check
 
+from .bad_input import token_bytes
 from .records import Item, Outcome, SubmitResult
 from .store import FeedbackStore
 
@@ -36,15 +37,8 @@ RATER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def resolve_token(token: str) -> str:
-    """`env:NAME` reads the token from the environment; anything else is the token itself."""
-    if token.startswith("env:"):
-        value = os.environ.get(token[4:], "")
-        if not value:
-            raise InvalidInput(
-                "feedback.token", f"environment variable {token[4:]} is empty or unset"
-            )
-        return value
-    return token
+    """`feedback.token` resolved: `env:NAME` reads the environment (see `rewardloop.auth`)."""
+    return auth.resolve_token(token, "feedback.token")
 
 
 def stars_to_value(stars: int) -> float:
@@ -56,12 +50,28 @@ def stars_to_value(stars: int) -> float:
 
 def check_rater(rater: str) -> str:
     """Raters are pseudonyms: short ids of letters, digits and _.:- (never an e-mail or a name)."""
-    if not RATER_RE.match(rater):
+    if not isinstance(rater, str) or not RATER_RE.match(rater):
         raise InvalidInput(
             "rater",
             "must be a pseudonymous id of 1..64 letters, digits or _.:- (no e-mail addresses or names)",
         )
     return rater
+
+
+def _finite(value: object) -> bool:
+    """A real number (not bool) that fits a float: huge ints and NaN/inf are not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float range
+        return False
+
+
+def _check_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
+        raise InvalidInput("limit", f"must be an integer 0..{MAX_LIMIT}")
+    return limit
 
 
 def _check_id(value: object, name: str) -> str:
@@ -88,7 +98,8 @@ class FeedbackCore:
 
     def authorize(self, token: str | None) -> None:
         """Raise Unauthenticated unless `token` is the configured bearer token (if any)."""
-        if self.token and not (token and hmac.compare_digest(token.encode(), self.token.encode())):
+        expected = token_bytes(self.token)
+        if self.token and not (token and hmac.compare_digest(token_bytes(token), expected)):
             raise Unauthenticated(
                 "a bearer token is required: send `Authorization: Bearer <feedback.token>`"
             )
@@ -117,7 +128,7 @@ class FeedbackCore:
 
     def publish(self, items: list[dict], publisher: str) -> dict:
         """Validate, run the content check, store. Returns published / blocked / blocked_ids."""
-        publisher = _check_id(publisher or "anonymous", "publisher")
+        publisher = _check_id("anonymous" if publisher in ("", None) else publisher, "publisher")
         if not isinstance(items, list) or len(items) > MAX_ITEMS_PER_PUBLISH:
             raise InvalidInput("items", f"must be a list of at most {MAX_ITEMS_PER_PUBLISH} items")
         parsed = [self._parse_item(d, i) for i, d in enumerate(items)]
@@ -146,16 +157,14 @@ class FeedbackCore:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
             raise InvalidInput(f"items[{i}].metadata", "keys and values must be strings")
         expires_at = d.get("expires_at") or 0.0
-        if not isinstance(expires_at, (int, float)) or not math.isfinite(expires_at):
+        if not _finite(expires_at):
             raise InvalidInput(f"items[{i}].expires_at", "must be unix seconds")
         return Item(item_id, texts[0], texts[1], dict(metadata), 0.0, float(expires_at))
 
     def pending(self, limit: int = 20, rater: str = "") -> list[Item]:
         if rater:
             check_rater(rater)
-        if not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
-            raise InvalidInput("limit", f"must be 0..{MAX_LIMIT}")
-        return self.store.pending(limit or 20)
+        return self.store.pending(_check_limit(limit) or 20)
 
     def submit(
         self, item_id: str, value: float | None, rater: str, key: str = "", stars: int = 0
@@ -169,11 +178,7 @@ class FeedbackCore:
             if isinstance(stars, bool) or not isinstance(stars, int):
                 raise InvalidInput("stars", "must be an integer 1..5")
             value = stars_to_value(stars)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
+        if not _finite(value):
             raise InvalidInput(
                 "value", "must be a number in [0, 1] (like = 1, dislike = 0), or send stars"
             )
@@ -187,9 +192,7 @@ class FeedbackCore:
         publisher = _check_id(publisher, "publisher")
         if not isinstance(ack_ids, list) or not all(isinstance(a, str) for a in ack_ids):
             raise InvalidInput("ack_ids", "must be a list of item ids")
-        if not isinstance(limit, int) or not 0 <= limit <= MAX_LIMIT:
-            raise InvalidInput("limit", f"must be 0..{MAX_LIMIT}")
-        return self.store.collect(publisher, ack_ids, limit or 256)
+        return self.store.collect(publisher, ack_ids, _check_limit(limit) or 256)
 
     def maintain(self) -> None:
         """Periodic housekeeping: apply expiry, purge past the retention period."""

@@ -8,7 +8,10 @@
     POST /v1/collect  {"publisher", "ack_ids": [...], "limit"}
     GET  /rate[?scale=like|stars][&token=T]   the rating page;  POST /rate   its forms
 
-Errors answer `{"error": message, "field": name}` with the status of `rewardloop.errors`.
+Errors answer `{"error": message, "field": name}` with the status of `rewardloop.errors`
+(the page answers HTML). Bodies, forms and query values are read through `bad_input` and
+one middleware maps every `RewardLoopError` to its status and counts it; anything else is
+a bug: logged, counted as `internal` and answered 500.
 The bearer token comes from `Authorization: Bearer <token>` or, for a person using the page,
 from an HttpOnly SameSite=Strict cookie set when they open the link with `?token=`. The
 aiohttp app runs on its own event loop in its own thread (`start()` / `stop()`); store calls
@@ -18,13 +21,14 @@ run on a small thread pool so a slow disk never stalls health checks.
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
+import re
 import secrets
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from rewardloop.errors import (
     ConfigError,
@@ -32,14 +36,24 @@ from rewardloop.errors import (
     NotFound,
     PayloadTooLarge,
     RewardLoopError,
+    Unauthenticated,
     http_status,
 )
 
+from .bad_input import ServerLog, parse_json_object
 from .core import RATER_RE, FeedbackCore
-from .page import SECURITY_HEADERS, STATIC_DIR, render_page, render_unauthorized
+from .page import (
+    SECURITY_HEADERS,
+    STATIC_DIR,
+    render_bad_request,
+    render_page,
+    render_unauthorized,
+)
 
 TOKEN_COOKIE, RATER_COOKIE = "rl_token", "rl_rater"
 YEAR_S = 365 * 86400
+INT_RE = r"-?[0-9]{1,9}"
+log = logging.getLogger(__name__)
 
 
 class HttpGateway:
@@ -74,21 +88,28 @@ class HttpGateway:
     # ---- lifecycle --------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.core.max_request_bytes)
-        app.add_routes(
-            [
-                web.get("/healthz", self.healthz),
-                web.get("/v1/stats", self.api(self._stats)),
-                web.post("/v1/publish", self.api(self._publish)),
-                web.get("/v1/pending", self.api(self._pending)),
-                web.post("/v1/ratings", self.api(self._submit)),
-                web.post("/v1/collect", self.api(self._collect)),
-                web.get("/", self.index),
-                web.get("/rate", self.rate_page),
-                web.post("/rate", self.rate_submit),
-                web.get("/static/rate.css", self.stylesheet),
-            ]
+        app = web.Application(
+            client_max_size=self.core.max_request_bytes, middlewares=[self._errors]
         )
+        routes = [
+            ("GET", "/healthz", self.healthz),
+            ("GET", "/v1/stats", self.api(self._stats)),
+            ("POST", "/v1/publish", self.api(self._publish)),
+            ("GET", "/v1/pending", self.api(self._pending)),
+            ("POST", "/v1/ratings", self.api(self._submit)),
+            ("POST", "/v1/collect", self.api(self._collect)),
+            ("GET", "/", self.index),
+            ("GET", "/rate", self.rate_page),
+            ("POST", "/rate", self.rate_submit),
+            ("GET", "/static/rate.css", self.stylesheet),
+        ]
+        self._allowed: dict[str, set[str]] = {}
+        for method, path, handler in routes:
+            self._allowed.setdefault(path, {"HEAD"} if method == "GET" else set()).add(method)
+            add = app.router.add_get if method == "GET" else app.router.add_post  # GET: + HEAD
+            add(path, handler, expect_handler=self._expect)
+        # the rest, last: our own 404 / 405 (aiohttp's would skip `_expect` below)
+        app.router.add_route("*", "/{tail:.*}", self.no_route, expect_handler=self._expect)
         return app
 
     def start(self, timeout_s: float = 10.0) -> HttpGateway:
@@ -109,7 +130,8 @@ class HttpGateway:
         loop = self._loop
         asyncio.set_event_loop(loop)
         try:
-            self._runner = web.AppRunner(self.app(), access_log=None)
+            server_log = ServerLog(self.core.count)
+            self._runner = web.AppRunner(self.app(), access_log=None, logger=server_log)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
             loop.run_until_complete(site.start())
@@ -141,48 +163,101 @@ class HttpGateway:
             return auth[7:].strip()
         return request.cookies.get(TOKEN_COOKIE)
 
-    async def _json_body(self, request: web.Request) -> dict:
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body, within feedback.max_request_bytes, decoded from its Content-Encoding."""
         self.core.check_size(request.content_length)
         try:
-            raw = await request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(
                 "body", f"over feedback.max_request_bytes={self.core.max_request_bytes}"
             ) from None
+        except web.RequestPayloadError as exc:  # bad Content-Encoding, a stream cut short
+            why = str(exc).splitlines()[-1].strip()
+            raise InvalidInput("body", f"could not be read: {why}") from None
+        except ConnectionResetError:  # the client hung up mid-body; nobody reads the answer
+            raise InvalidInput("body", "was cut short: the client hung up mid-message") from None
+
+    async def _json_body(self, request: web.Request) -> dict:
+        return parse_json_object(await self._read(request))
+
+    async def _form(self, request: web.Request) -> dict[str, str]:
+        """The page's form fields (urlencoded or multipart); files and bad bodies are refused."""
+        await self._read(request)  # size, encoding; post() then parses the cached bytes
         try:
-            body = json.loads(raw or b"{}")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput("body", f"is not valid JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidInput("body", "must be a JSON object")
-        return body
+            form = await request.post()
+        except (ValueError, LookupError) as exc:  # undecodable, bad boundary, unknown charset
+            raise InvalidInput("body", f"is not a form: {type(exc).__name__}") from None
+        fields = {}
+        for name, value in form.items():
+            if not isinstance(value, str):
+                raise InvalidInput(name, "must be a form field, not a file")
+            fields.setdefault(name, value)
+        return fields
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler) -> web.StreamResponse:
+        """Every route's errors: the status of `rewardloop.errors`, counted; bugs are 500s."""
+        try:
+            return await handler(request)
+        except RewardLoopError as exc:
+            return self._refuse(request, exc, http_status(exc))
+        except web.HTTPException as exc:  # aiohttp's own (a missing static file, ...)
+            if exc.status >= 400:
+                self.core.count(InvalidInput("request", exc.reason))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, counted, the server lives on
+            self.core.count(exc)
+            log.exception("feedback gateway: internal error on %s %s", request.method, request.path)
+            return web.json_response({"error": f"internal error: {type(exc).__name__}"}, status=500)
+
+    def _refuse(self, request: web.Request, exc: RewardLoopError, status: int) -> web.Response:
+        """Count `exc`; answer JSON on the API, a fixed page on the rating page's paths."""
+        self.core.count(exc)
+        if request.path.startswith("/v1/"):
+            body = {"error": str(exc), "field": getattr(exc, "field", "")}
+            return web.json_response(body, status=status, headers=SECURITY_HEADERS)
+        unauthorized = isinstance(exc, Unauthenticated)
+        page = render_unauthorized() if unauthorized else render_bad_request(status)
+        return self._page_response(page, status=status)
+
+    async def _expect(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue` continues; any other value is a counted 417 (aiohttp's own
+        answer echoes the value and fails with a 500 on bytes that are not ASCII)."""
+        if request.version < HttpVersion11:
+            return None
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+            return None
+        return self._refuse(request, InvalidInput("Expect", "only 100-continue is known"), 417)
+
+    async def no_route(self, request: web.Request) -> web.StreamResponse:
+        allowed = self._allowed.get(request.path)
+        if allowed is None:
+            raise NotFound(f"path: no route {request.path[:100]!r}")
+        why = InvalidInput("method", f"{request.method[:20]!r} is not one of {sorted(allowed)}")
+        resp = self._refuse(request, why, 405)
+        resp.headers["Allow"] = ", ".join(sorted(allowed))
+        return resp
 
     def api(self, handler):
-        """Wrap a JSON handler: check the token, map errors to statuses, count them."""
+        """Wrap a JSON handler: check the token, answer JSON (errors: see `_errors`)."""
 
         async def wrapped(request: web.Request) -> web.Response:
-            try:
-                self.core.authorize(self._token(request))
-                return web.json_response(await handler(request))
-            except RewardLoopError as exc:
-                self.core.count(exc)
-                body = {"error": str(exc), "field": getattr(exc, "field", "")}
-                return web.json_response(body, status=http_status(exc))
-            except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
-                self.core.count(exc)
-                return web.json_response(
-                    {"error": f"internal error: {type(exc).__name__}"}, status=500
-                )
+            self.core.authorize(self._token(request))
+            return web.json_response(await handler(request))
 
         return wrapped
 
     @staticmethod
     def _int(request: web.Request, name: str, default: int) -> int:
         raw = request.query.get(name, "")
-        try:
-            return int(raw) if raw else default
-        except ValueError:
-            raise InvalidInput(name, f"must be an integer, got {raw!r}") from None
+        if not raw:
+            return default
+        if not re.fullmatch(INT_RE, raw):
+            raise InvalidInput(name, f"must be an integer, got {raw[:40]!r}")
+        return int(raw)
 
     # ---- JSON API ---------------------------------------------------------------------------
 
@@ -194,9 +269,7 @@ class HttpGateway:
 
     async def _publish(self, request):
         body = await self._json_body(request)
-        return await self._call(
-            self.core.publish, body.get("items"), str(body.get("publisher") or "")
-        )
+        return await self._call(self.core.publish, body.get("items"), body.get("publisher"))
 
     async def _pending(self, request):
         items = await self._call(
@@ -274,13 +347,8 @@ class HttpGateway:
         return resp
 
     async def rate_submit(self, request: web.Request) -> web.StreamResponse:
-        try:
-            self.core.authorize(self._token(request))
-            self.core.check_size(request.content_length)
-        except RewardLoopError as exc:
-            self.core.count(exc)
-            return self._page_response(render_unauthorized(), status=http_status(exc))
-        form = await request.post()
+        self.core.authorize(self._token(request))
+        form = await self._form(request)
         scale = "stars" if form.get("scale") == "stars" else "like"
         rater = request.cookies.get(RATER_COOKIE, "")
         msg = "invalid"

@@ -88,3 +88,17 @@ def render_unauthorized() -> str:
         "<p>This rating page needs the link you were given (it ends in <code>?token=...</code>).</p>"
         "</main></body></html>"
     )
+
+
+def render_bad_request(status: int = 400) -> str:
+    """A request the page cannot serve (not a form, a file, too large, no such path): fixed
+    text by status, nothing from the request echoed."""
+    title = {404: "Not found", 405: "Method not allowed", 413: "Too large"}.get(
+        status, "Bad request"
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
+        f"<link rel='stylesheet' href='/static/rate.css'></head><body><main><h1>{title}</h1>"
+        "<p>That request could not be served. Go back to <a href='/rate'>the rating page</a>.</p>"
+        "</main></body></html>"
+    )

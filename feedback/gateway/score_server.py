@@ -6,12 +6,16 @@
 
 Useful for serving a reward model on its own GPU machine, and it is the real server the
 gRPC reward source is tested against. The other FeedbackService calls answer UNIMPLEMENTED.
+A missing or wrong token answers UNAUTHENTICATED, bytes that are not a ScoreRequest
+INVALID_ARGUMENT, a failing reward function INTERNAL; each is counted in `stats()`.
 """
 
 from __future__ import annotations
 
 import hmac
 import math
+import threading
+from collections import Counter
 from collections.abc import Callable
 
 import grpc
@@ -19,20 +23,43 @@ import grpc
 from rewardloop import grpc_util
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 
+from .bad_input import BadMessage, add_checked_service, token_bytes
+
 RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
-SERVICE_NAME = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
+SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 class _ScoreServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     def __init__(self, fn: RewardFn, token: str):
         self.fn = fn
         self.token = token
+        self.errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
-    def Score(self, request, context):
+    def _fail(self, context, kind: str, code: grpc.StatusCode, message: str):
+        with self._lock:
+            self.errors[kind] += 1
+        context.abort(code, message)
+
+    def _authorize(self, context) -> None:
         if self.token:
             auth = dict(context.invocation_metadata() or ()).get("authorization", "")
-            if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "a bearer token is required")
+            want = token_bytes(f"Bearer {self.token}")
+            if not isinstance(auth, str) or not hmac.compare_digest(token_bytes(auth), want):
+                self._fail(
+                    context,
+                    "unauthenticated",
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    "a bearer token is required",
+                )
+
+    def bad_message(self, bad: BadMessage, context):
+        self._authorize(context)
+        self._fail(context, "invalid", grpc.StatusCode.INVALID_ARGUMENT, str(bad.error()))
+
+    def Score(self, request, context):
+        self._authorize(context)
         items = list(request.items)
         try:
             rewards = [
@@ -44,11 +71,16 @@ class _ScoreServicer(feedback_pb2_grpc.FeedbackServiceServicer):
                 )
             ]
         except Exception as exc:  # noqa: BLE001 - the caller sees the failure, the server lives on
-            context.abort(
-                grpc.StatusCode.INTERNAL, f"reward function failed: {type(exc).__name__}: {exc}"
+            self._fail(
+                context,
+                "reward_fn",
+                grpc.StatusCode.INTERNAL,
+                f"reward function failed: {type(exc).__name__}: {exc}",
             )
         if len(rewards) != len(items) or not all(math.isfinite(r) for r in rewards):
-            context.abort(
+            self._fail(
+                context,
+                "reward_fn",
                 grpc.StatusCode.INTERNAL,
                 f"reward function gave {len(rewards)} rewards for {len(items)} items",
             )
@@ -69,9 +101,13 @@ class ScoreServer:
         tls_key: str = "",
         max_workers: int = 8,
     ):
-        servicer = _ScoreServicer(fn, token)
+        self._servicer = servicer = _ScoreServicer(fn, token)
         self._server = grpc_util.GrpcServer(
-            [lambda s: feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, s)],
+            [
+                lambda s: add_checked_service(
+                    s, servicer, SERVICE, feedback_pb2, servicer.bad_message
+                )
+            ],
             host=host,
             port=port,
             max_workers=max_workers,
@@ -88,6 +124,11 @@ class ScoreServer:
     @property
     def target(self) -> str:
         return f"{'grpcs' if self._server.tls else 'grpc'}://{self._server.address}"
+
+    def stats(self) -> dict:
+        """{"request_errors": {kind: count}}: unauthenticated, invalid, reward_fn."""
+        with self._servicer._lock:
+            return {"request_errors": dict(self._servicer.errors)}
 
     def start(self) -> ScoreServer:
         self._server.start()

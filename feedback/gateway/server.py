@@ -19,12 +19,14 @@ from rewardloop.config import FeedbackConfig
 from rewardloop.errors import ConfigError, RewardLoopError, Unavailable, grpc_status
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 
+from .bad_input import BadMessage, add_checked_service
 from .core import FeedbackCore
 from .http_app import HttpGateway
 from .store import FeedbackStore
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = "rewardloop.pb.FeedbackService"
+SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
+SERVICE_NAME = SERVICE.full_name
 
 
 def bearer(value: str | None) -> str | None:
@@ -46,10 +48,21 @@ def _item_pb(it) -> feedback_pb2.FeedbackItem:
 
 
 class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
-    """gRPC face of a FeedbackCore: auth from metadata, errors mapped to status codes."""
+    """gRPC face of a FeedbackCore: auth from metadata, errors mapped to status codes.
+
+    Each call runs whole (request reading, core call, response building) inside `_run`, so a
+    `RewardLoopError` is counted and answered with its code; anything else is a bug: logged,
+    counted as `internal`, answered INTERNAL. A request that does not decode arrives as a
+    `BadMessage` (see `bad_input.add_checked_service`) and is answered INVALID_ARGUMENT."""
 
     def __init__(self, core: FeedbackCore):
         self.core = core
+
+    def bad_message(self, bad: BadMessage, context):
+        def fail():
+            raise bad.error()
+
+        return self._run(context, fail)
 
     def _run(self, context, fn):
         try:
@@ -65,6 +78,9 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
     def Publish(self, request, context):
+        return self._run(context, lambda: self._publish(request))
+
+    def _publish(self, request):
         items = [
             {
                 "id": it.id,
@@ -75,31 +91,33 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             }
             for it in request.items
         ]
-        res = self._run(context, lambda: self.core.publish(items, request.publisher))
-        return feedback_pb2.PublishResponse(**res)
+        return feedback_pb2.PublishResponse(**self.core.publish(items, request.publisher))
 
     def ListPending(self, request, context):
-        items = self._run(context, lambda: self.core.pending(int(request.limit), request.rater))
-        return feedback_pb2.ListPendingResponse(items=[_item_pb(it) for it in items])
+        def call():
+            items = self.core.pending(int(request.limit), request.rater)
+            return feedback_pb2.ListPendingResponse(items=[_item_pb(it) for it in items])
+
+        return self._run(context, call)
 
     def SubmitRating(self, request, context):
-        res = self._run(
-            context,
-            lambda: self.core.submit(
+        def call():
+            res = self.core.submit(
                 request.item_id,
                 float(request.value),
                 request.rater,
                 request.idempotency_key,
                 int(request.stars),
-            ),
-        )
-        return feedback_pb2.SubmitRatingResponse(stored=res.stored, duplicate=res.duplicate)
+            )
+            return feedback_pb2.SubmitRatingResponse(stored=res.stored, duplicate=res.duplicate)
+
+        return self._run(context, call)
 
     def Collect(self, request, context):
-        outs = self._run(
-            context,
-            lambda: self.core.collect(request.publisher, list(request.ack_ids), int(request.limit)),
-        )
+        return self._run(context, lambda: self._collect(request))
+
+    def _collect(self, request):
+        outs = self.core.collect(request.publisher, list(request.ack_ids), int(request.limit))
         return feedback_pb2.CollectResponse(
             outcomes=[
                 feedback_pb2.Outcome(
@@ -136,7 +154,11 @@ class GrpcGateway:
         self.core = core
         servicer = FeedbackServicer(core)
         self._server = grpc_util.GrpcServer(
-            [lambda s: feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, s)],
+            [
+                lambda s: add_checked_service(
+                    s, servicer, SERVICE, feedback_pb2, servicer.bad_message
+                )
+            ],
             host=host,
             port=port,
             max_workers=8,

@@ -65,7 +65,22 @@ class LearnerConfig(_Section):
     port: int = 0
     """TrajectoryService port (0 = a free one)."""
     host: str = "127.0.0.1"
-    """Interface the ingest and weight servers bind."""
+    """Interface the ingest and weight servers bind (non-loopback needs token or allow_insecure)."""
+    token: str = ""
+    """Bearer token TrajectoryService and WeightService require (literal or env:NAME; "" = none)."""
+    tls_cert: str = ""
+    """PEM certificate chain the ingest and weight servers serve TLS with (with tls_key)."""
+    tls_key: str = ""
+    """PEM private key of tls_cert."""
+    allow_insecure: bool = False
+    """Serve a non-loopback host without a token (only behind a trusted network boundary)."""
+    max_streams: int = 128
+    """Worker streams (ingest) and weight long-polls each learner server serves at once; one
+    more is refused at once with RESOURCE_EXHAUSTED. Each holds a thread; health checks have
+    threads of their own, so they answer even when every stream is taken."""
+    max_trajectory_tokens: int = 65536
+    """Longest trajectory (prompt + completion tokens) ingest accepts; a longer one is rejected
+    (counted, reason naming this key) without touching the buffer."""
     wait_timeout_s: float = 120.0
     """Longest the learner waits for a full batch before it reports starvation."""
     torch_threads: int = 1
@@ -107,5 +122,16 @@ class LearnerConfig(_Section):
         _require(self.grad_clip >= 0, self.key("grad_clip"), "must be >= 0 (0 = off)")
         _require(self.device in DEVICES, self.key("device"), one_of(DEVICES))
         _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
+        _require(
+            bool(self.tls_cert) == bool(self.tls_key),
+            self.key("tls_cert"),
+            "give learner.tls_cert and learner.tls_key together, or neither",
+        )
+        _require(self.max_streams >= 1, self.key("max_streams"), "must be >= 1")
+        _require(
+            self.max_trajectory_tokens >= 2,
+            self.key("max_trajectory_tokens"),
+            "must be >= 2 (one prompt and one completion token)",
+        )
         _require(self.wait_timeout_s > 0, self.key("wait_timeout_s"), "must be > 0")
         _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")

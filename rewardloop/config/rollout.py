@@ -30,6 +30,8 @@ class RolloutConfig(_Section):
     """torch intra-op threads per worker."""
     rpc_timeout_s: float = 30.0
     """Deadline for every call a worker makes (acks, credits, weights)."""
+    ca_cert: str = ""
+    """PEM CA bundle workers trust for the learner's TLS (learner.tls_cert); "" = plaintext."""
     max_pending_groups: int = 0
     """Groups a worker may hold awaiting delayed rewards before it stops generating (0 = no bound)."""
 

@@ -67,7 +67,8 @@ class EvalConfig(_Section):
 class ClusterConfig(_Section):
     section: ClassVar[str] = "cluster"
     address: str = ""
-    """Ray address to join (empty = start an embedded local Ray)."""
+    """Ray address to join, e.g. HOST:6379 (`train --address`; empty = RAY_ADDRESS if set, else
+    start an embedded local Ray, shut down when the run ends)."""
     num_cpus: int = 0
     """CPUs for the embedded local Ray (0 = all of this machine's)."""
     learner_gpus: float = -1
@@ -138,6 +139,12 @@ class RunConfig(_Section):
             self.learner.buffer_capacity == 0 or self.learner.buffer_capacity >= groups,
             "learner.buffer_capacity",
             f"must hold one step's trajectories ({groups} = groups_per_step x group_size)",
+        )
+        _require(  # each worker holds one ingest stream (and one weight long-poll) open
+            self.rollout.num_workers <= self.learner.max_streams,
+            self.learner.key("max_streams"),
+            f"must be >= rollout.num_workers ({self.rollout.num_workers}): each worker holds a "
+            f"stream open; e.g. --set learner.max_streams={self.rollout.num_workers}",
         )
 
 

@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from rewardloop.config import RunConfig
+from rewardloop.prompts import Prompt
 from rewardloop.tinymodel import recipe
 from rewardloop.tinymodel.pretrain import sample_texts
 
@@ -49,7 +50,7 @@ def make_recipe(cfg: RunConfig) -> recipe.Recipe:
         rng = random.Random(seed)
         return [rng.choice(text_pairs) for _ in range(n)]
 
-    def report(model, tok, seed: int) -> dict:
+    def report(model, tok, seed: int = 0) -> dict:
         shown = [r.prompt.text for r in evaluation[:8]]
         return {
             "samples": dict(zip(shown, sample_texts(model, tok, shown, seed=seed), strict=True))
@@ -59,10 +60,10 @@ def make_recipe(cfg: RunConfig) -> recipe.Recipe:
         "prompts",
         {"format": BUILD_FORMAT, "rows": digest},
         completions,
-        lambda: [(p, p) for p in prompts],
+        lambda: [Prompt(p, p) for p in prompts],
         lambda: sorted({c.split()[0] for _, c in text_pairs if c.split()}),
         report,
-        lambda r: f"{len(r['samples'])} sample completions in build_info.json",
+        "sample completions in build_info.json",
     )
 
 

@@ -28,7 +28,7 @@ from .tokenizer import train_task_tokenizer
 
 Examples = list[tuple[list[int], list[int]]]
 Keyed = list[tuple[str, str]]
-"""(key, text) pairs: a completion and the prompt key it belongs under, or a prompt and its key."""
+"""(key, text) pairs: a completion and the prompt key it belongs under."""
 
 TOKENIZER_CORPUS = 20000
 """Generated completions the tokenizer is trained on."""
@@ -42,18 +42,36 @@ class Recipe:
     """Everything besides the model config that changes the result (corpus version, format)."""
     completions: Callable[[int, int], Keyed]
     """(n, seed) -> n generated completions as the policy should write them, with their key."""
-    prompts: Callable[[], Keyed]
-    """Every prompt (training and held-out) with its key, in a fixed order."""
+    prompts: Callable[[], list]
+    """Every prompt (training and held-out), each with `.text` and `.key`, in a fixed order."""
     first_words: Callable[[], list[str]]
     """Words a completion may start with: each is made one token (a topic or a step in one pick)."""
-    report: Callable[[object, PreTrainedTokenizerFast, int], dict]
-    """(model, tokenizer, seed) -> the build report (start rates on held-out prompts, samples)."""
-    summary: Callable[[dict], str] = lambda report: ""
-    """One line of the report for the build log."""
+    report: Callable[..., dict]
+    """report(model, tokenizer, seed=seed) -> the build report (start rates, samples)."""
+    summary: str = ""
+    """The report's line in the build log, formatted with the report's keys, e.g. "{kinds}"."""
     use_steps: bool = True
     """Pre-train model.pretrain_steps steps (False: as many as pretrain_seconds allows)."""
     threads: int = 0
     """torch threads while pre-training (0 = one per core)."""
+
+
+def from_module(module_name: str, **options) -> Recipe:
+    """The Recipe a task's build module declares by name: NAME, KEY, SUMMARY and the functions
+    completions, prompts, first_words and sample_report (`options`: use_steps, threads)."""
+    import importlib
+
+    m = importlib.import_module(module_name)
+    return Recipe(
+        m.NAME,
+        m.KEY,
+        m.completions,
+        m.prompts,
+        m.first_words,
+        m.sample_report,
+        m.SUMMARY,
+        **options,
+    )
 
 
 def train_tokenizer(
@@ -61,7 +79,7 @@ def train_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """The task's BPE, trained on n generated completions, every prompt and the first words."""
     texts = [text for _, text in recipe.completions(n, seed)]
-    prompts = [text for _, text in recipe.prompts()]
+    prompts = [p.text for p in recipe.prompts()]
     return train_task_tokenizer(texts, prompts, recipe.first_words(), vocab_size)
 
 
@@ -70,10 +88,10 @@ def examples(recipe: Recipe, tokenizer: PreTrainedTokenizerFast, n: int, seed: i
     key (any prompt for key "")."""
     rng = random.Random(seed)
     prompts = recipe.prompts()
-    pools: dict[str, list[str]] = {"": [text for _, text in prompts]}
-    for key, text in prompts:
-        if key:
-            pools.setdefault(key, []).append(text)
+    pools: dict[str, list[str]] = {"": [p.text for p in prompts]}
+    for p in prompts:
+        if p.key:
+            pools.setdefault(p.key, []).append(p.text)
     completions = recipe.completions(n, seed)
     chosen = [rng.choice(pools[key]) for key, _ in completions]
     return encode_pairs(tokenizer, chosen, [text for _, text in completions])
@@ -134,7 +152,7 @@ def build(recipe: Recipe, out_dir: Path, cfg: ModelConfig, seed: int = 0) -> dic
         threads=recipe.threads,
         steps=steps,
     )
-    report = recipe.report(model, tokenizer, seed)
+    report = recipe.report(model, tokenizer, seed=seed)
     model.save_pretrained(out_dir)
     info = {
         "key": build_key(recipe, cfg, seed),
@@ -145,5 +163,7 @@ def build(recipe: Recipe, out_dir: Path, cfg: ModelConfig, seed: int = 0) -> dic
         **report,
     }
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    log(f"built in {info['seconds']:.0f}s: loss {info['final_loss']:.3f}, {recipe.summary(report)}")
+    log(
+        f"built in {info['seconds']:.0f}s: loss {info['final_loss']:.3f}, {recipe.summary.format(**report)}"
+    )
     return info

@@ -157,3 +157,39 @@ def test_tls_with_cert_and_key(tmp_path):
                 call(plain, b"plain", timeout_s=2.0)
     finally:
         server.stop(grace_s=0)
+
+
+def test_calls_past_max_workers_are_refused_at_once_and_health_still_answers():
+    echo = Echo()
+    entered = threading.Semaphore(0)
+    held = echo.echo
+
+    def counting(request: bytes, context) -> bytes:
+        if request == b"hold":
+            entered.release()
+        return held(request, context)
+
+    echo.echo = counting
+    server = grpc_util.GrpcServer(
+        [echo.register], health_names=[SERVICE], max_workers=2, max_calls_key="test.max_calls"
+    )
+    address = server.start()
+    channel = grpc_util.new_channel(address)
+    holders = [channel.unary_unary(f"/{SERVICE}/Echo").future(b"hold", timeout=10.0) for _ in "ab"]
+    try:
+        for _ in holders:
+            assert entered.acquire(timeout=5.0)  # both calls are inside the handler
+        t0 = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as info:
+            call(channel, b"third")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "test.max_calls" in info.value.details()
+        assert time.perf_counter() - t0 < 2.0 and server.busy_refused == 1
+        assert grpc_util.check_health(address, SERVICE, timeout_s=1.0) == "SERVING"
+        echo.release.set()
+        assert [h.result(timeout=5.0) for h in holders] == [b"echo:hold"] * 2
+        assert call(channel, b"again") == b"echo:again"  # the slots were given back
+    finally:
+        echo.release.set()
+        channel.close()
+        server.stop(grace_s=0)

@@ -3,6 +3,7 @@ running (its own actors gone); a run that started its own local Ray shuts it dow
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -112,9 +113,13 @@ def test_a_run_attached_to_a_ray_head_leaves_the_head_running(model_cache, ray_h
     address, env = ray_head
     assert _status(address, env) == 0
     cmd = [sys.executable, "-m", "rewardloop.cli", "train", "--quiet", "--out", str(tmp_path)]
-    for item in [f"model.cache_dir={model_cache}", f"cluster.address={address}", *FAST]:
+    cmd += ["--address", address]  # `rewardloop train --address HOST:PORT`
+    for item in [f"model.cache_dir={model_cache}", *FAST]:
         cmd += ["--set", item]
     done = subprocess.run(cmd, env=env, timeout=600, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (tmp_path / "summary.json").exists()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 3
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["cluster"]["address"] == address
     assert _status(address, env) == 0  # the cluster the run attached to is still up

@@ -37,6 +37,8 @@ def test_yaml_and_overrides_merge(tmp_path):
         ("rollout.num_workers=two", "rollout.num_workers"),
         ("learner.buffer_capacity=4", "learner.buffer_capacity"),
         ("reward.kind=http", "reward.url"),
+        ("learner.max_streams=0", "learner.max_streams"),
+        ("learner.max_trajectory_tokens=1", "learner.max_trajectory_tokens"),
     ],
 )
 def test_bad_values_name_the_key(override, key):
@@ -77,3 +79,8 @@ def test_idle_workers_hint_names_the_budget_and_the_fix():
     assert "3 worker(s) wait idle" in hint and "learner.max_staleness" in hint
     budget = load_config(None, ["rollout.num_workers=6", "learner.max_staleness=2"])
     assert idle_workers_hint(budget) == ""
+
+
+def test_more_workers_than_streams_names_the_fix():
+    with pytest.raises(ConfigError, match=r"^learner.max_streams: .*--set learner.max_streams=9"):
+        load_config(None, ["rollout.num_workers=9", "learner.max_streams=8"])

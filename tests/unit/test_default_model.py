@@ -13,7 +13,8 @@ from rewardloop.config import ModelConfig
 from rewardloop.errors import ConfigError
 from rewardloop.modeling import load_policy
 from rewardloop.tasks.newsfeed import build
-from rewardloop.tasks.newsfeed.build import RECIPE, opening_words
+from rewardloop.tasks.newsfeed.build import RECIPE
+from rewardloop.tasks.newsfeed.build import first_words as opening_words
 from rewardloop.tinymodel.recipe import train_tokenizer as train_recipe_tokenizer
 from rewardloop.tinymodel.tokenizer import train_tokenizer
 

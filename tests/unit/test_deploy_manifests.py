@@ -210,6 +210,38 @@ def test_cluster_config_loads_and_is_reachable_across_pods():
     assert cfg.learner.port in ports
 
 
+def test_learner_token_comes_from_a_secret_on_the_driver_pod():
+    token = run_config().learner.token
+    assert token.startswith("env:"), "learner.token must be env:NAME, never the secret itself"
+    name = token.removeprefix("env:")
+    for spec in (RAYCLUSTER["spec"], RAYJOB["spec"]["rayClusterSpec"]):
+        head = ray_pod_specs(spec)["head"]  # the driver runs there and ships the token on
+        (env,) = [e for c in head["containers"] for e in c.get("env", []) if e["name"] == name]
+        ref = env["valueFrom"]["secretKeyRef"]
+        assert not ref.get("optional", False), "the driver cannot start without the token"
+        assert f"kubectl create secret generic {ref['name']} --from-literal={ref['key']}=" in README
+
+
+def manifest_configs() -> dict[str, list[str]]:
+    """Every way a manifest loads cluster.yaml: its name -> the --set overrides it adds."""
+    argv = GATEWAY["spec"]["template"]["spec"]["containers"][0]["command"]
+    gateway = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    return {"rayjob": entrypoint_args()[1], "feedback-gateway": gateway}
+
+
+def test_no_manifest_binds_a_non_loopback_learner_without_a_token(monkeypatch):
+    from rewardloop.auth import ServerSecurity, is_loopback
+
+    for name, sets in manifest_configs().items():
+        lc = load_config(CLUSTER_CONFIG, sets).learner
+        if is_loopback(lc.host):
+            continue
+        assert lc.token and not lc.allow_insecure, f"{name}: learner on {lc.host} without a token"
+        if lc.token.startswith("env:"):
+            monkeypatch.setenv(lc.token.removeprefix("env:"), "from-the-secret")
+        ServerSecurity.from_config(lc).check_bind(lc.host)  # what the learner checks at start
+
+
 def test_feedback_gateway_keeps_one_sqlite_writer_on_its_volume():
     spec = GATEWAY["spec"]
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"

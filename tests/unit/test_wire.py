@@ -193,3 +193,29 @@ def test_batch_from_the_wire_parses_to_the_same_verdicts():
     out = wire.trajectories_from_protos(batch.trajectories, vocab_size=10)
     assert [o.id for o in out if isinstance(o, Trajectory)] == ["a", "c"]
     assert out[1].field == "completion_ids"
+
+
+def test_a_trajectory_longer_than_max_tokens_is_rejected_naming_the_key():
+    long_completion = make(id="long", completion_ids=[1] * 9, behavior_logprobs=[-0.1] * 9)
+    long_prompt = make(id="prompt", prompt_ids=[1] * 11)
+    fits = make(id="fits", prompt_ids=[1] * 3, completion_ids=[1] * 7, behavior_logprobs=[-0.1] * 7)
+    msgs = [wire.trajectory_to_proto(t) for t in (long_completion, long_prompt, fits)]
+    out = wire.trajectories_from_protos(msgs, vocab_size=10, max_tokens=10)
+    assert isinstance(out[0], InvalidInput) and out[0].field == "completion_ids"
+    assert str(out[0]) == (
+        "completion_ids: 9 tokens (+ 3 prompt tokens) > learner.max_trajectory_tokens=10"
+    )
+    assert isinstance(out[1], InvalidInput) and out[1].field == "prompt_ids"
+    assert str(out[1]) == "prompt_ids: 11 tokens > learner.max_trajectory_tokens=10"
+    assert isinstance(out[2], Trajectory) and out[2].num_tokens == 10  # the bound is inclusive
+    assert all(isinstance(o, Trajectory) for o in wire.trajectories_from_protos(msgs, 10))
+
+
+def test_the_length_bound_is_read_from_byte_lengths_before_any_array():
+    """7.8 M completion tokens are refused without decoding them (and without a copy)."""
+    n = 7_800_000
+    msg = wire.trajectory_to_proto(make(id="huge"))
+    msg.completion_ids = b"\0" * (4 * n)
+    msg.behavior_logprobs = b"\0" * (4 * n)
+    with pytest.raises(InvalidInput, match=rf"^completion_ids: {n} tokens .*=65536$"):
+        wire.trajectory_from_proto(msg, vocab_size=10, max_tokens=65536)

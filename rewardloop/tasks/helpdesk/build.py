@@ -17,18 +17,27 @@ from rewardloop.tinymodel import recipe
 
 from .corpus import CORPUS_VERSION, GENERIC, OPENERS, STEPS, generate_answers
 from .prompts import completion_text, eval_prompts, train_prompts
-from .report import sample_report
+from .report import sample_report  # noqa: F401 - recipe.from_module reads it by name
 
 BUILD_FORMAT = 2
 """Bump when the build recipe changes in a way the key fields do not capture."""
 
 
-def answers(n: int, seed: int) -> recipe.Keyed:
+NAME = "helpdesk"
+KEY = {"format": BUILD_FORMAT, "corpus_version": CORPUS_VERSION}
+SUMMARY = "helpful rate {helpful_rate_mean:.2f}, kinds {kinds}"
+
+
+def completions(n: int, seed: int) -> recipe.Keyed:
     """n generated answers as completions, each under a prompt of its own category."""
     return [(a.category, completion_text(a.text)) for a in generate_answers(n, seed)]
 
 
-def opening_words() -> list[str]:
+def prompts() -> list:
+    return train_prompts() + eval_prompts()
+
+
+def first_words() -> list[str]:
     """The first word of every step, opener and generic sentence, e.g. "Restart", "Sorry"."""
     phrases = [s for steps in STEPS.values() for s in steps] + list(OPENERS) + list(GENERIC)
     return sorted(
@@ -37,17 +46,7 @@ def opening_words() -> list[str]:
     )
 
 
-RECIPE = recipe.Recipe(
-    "helpdesk",
-    {"format": BUILD_FORMAT, "corpus_version": CORPUS_VERSION},
-    answers,
-    lambda: [(p.key, p.text) for p in train_prompts() + eval_prompts()],
-    opening_words,
-    lambda model, tokenizer, seed: sample_report(model, tokenizer, seed=seed),
-    lambda r: f"helpful rate {r['helpful_rate_mean']:.2f}, kinds {r['kinds']}",
-    use_steps=False,
-    threads=1,
-)
+RECIPE = recipe.from_module(__name__, use_steps=False, threads=1)  # time-bound, one thread
 
 
 def cache_path(cfg: ModelConfig, seed: int = 0) -> Path:

@@ -17,35 +17,32 @@ from rewardloop.tinymodel import recipe
 
 from .corpus import CORPUS_VERSION, LEXICONS, generate_headlines
 from .prompts import completion_text, eval_prompts, train_prompts
-from .report import sample_report
+from .report import sample_report  # noqa: F401 - recipe.from_module reads it by name
 
 BUILD_FORMAT = 1
 """Bump when the build recipe changes in a way the key fields do not capture."""
 
 
-def headlines(n: int, seed: int) -> recipe.Keyed:
+NAME = "newsfeed"
+KEY = {"format": BUILD_FORMAT, "corpus_version": CORPUS_VERSION}
+SUMMARY = "well-formed {well_formed:.2f}, like rates {like_rate}"
+
+
+def completions(n: int, seed: int) -> recipe.Keyed:
     """n generated headlines as completions, each under any reader's prompt (key "")."""
     return [("", completion_text(h.text)) for h in generate_headlines(n, seed)]
 
 
-def opening_words() -> list[str]:
+def prompts() -> list:
+    return train_prompts() + eval_prompts()
+
+
+def first_words() -> list[str]:
     """The first word of every subject phrase, e.g. "Chipmaker", "Top"."""
     return sorted({s.split(" ")[0] for lex in LEXICONS.values() for s in lex.subjects})
 
 
-def _report(model, tokenizer, seed: int) -> dict:
-    return sample_report(model, tokenizer, seed=seed)
-
-
-RECIPE = recipe.Recipe(
-    "newsfeed",
-    {"format": BUILD_FORMAT, "corpus_version": CORPUS_VERSION},
-    headlines,
-    lambda: [(p.reader, p.text) for p in train_prompts() + eval_prompts()],
-    opening_words,
-    _report,
-    lambda r: f"well-formed {r['well_formed']:.2f}, like rates {r['like_rate']}",
-)
+RECIPE = recipe.from_module(__name__)
 
 
 def build_key(cfg: ModelConfig, seed: int) -> dict:

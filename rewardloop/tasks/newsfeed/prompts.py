@@ -32,6 +32,11 @@ class Prompt:
     context: str = ""
     """The feed moment, e.g. "Friday night"."""
 
+    @property
+    def key(self) -> str:
+        """The label of the prompt in per-key figures: the reader."""
+        return self.reader
+
 
 def prompt_text(reader: str, day: str, time: str) -> str:
     return f"{day.capitalize()} {time} feed for {reader}"
