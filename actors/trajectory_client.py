@@ -5,11 +5,14 @@
 `send()` blocks until the learner's credits allow each batch, waits for every batch's Ack, and
 returns what was accepted, duplicate or rejected. A background thread reads Acks (results and
 credit grants). If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the
-channel and stream with bounded, backed-off retries and re-sends whatever was not yet acked;
-the learner reports the ones it had already admitted as duplicates, so nothing is lost and
-nothing is trained on twice. The client never has more trajectories on a stream than that
-stream granted. `ca_cert` (a PEM path) turns on TLS, `token` is sent as `authorization:
-Bearer` on the stream; a missing or wrong token raises `Unauthenticated` (no retry).
+channel and stream with bounded, backed-off retries (`max_retries` attempts, and for at least
+`reconnect_s` seconds: a worker outside the cluster waits out a learner restart) and re-sends
+whatever was not yet acked; the learner reports the ones it had already admitted as duplicates,
+so nothing is lost and nothing is trained on twice. When a send() gives up with Unavailable, its
+unacked trajectories are kept and go first in the next send() (`carried` counts them). The
+client never has more trajectories on a stream than that stream granted. `ca_cert` (a PEM
+path) turns on TLS, `token` is sent as `authorization: Bearer` on the stream; a missing or
+wrong token raises `Unauthenticated` (no retry).
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class TrajectoryClient:
         max_retries: int = 5,
         ca_cert: str = "",
         token: str = "",
+        reconnect_s: float = 0.0,
     ):
         if not worker_id:
             raise ValueError("worker_id: must not be empty")
@@ -134,6 +138,8 @@ class TrajectoryClient:
         self.timeout_s = timeout_s
         self.batch_size = batch_size
         self.max_retries = max_retries
+        self.reconnect_s = reconnect_s  # keep retrying a lost learner at least this long
+        self._carry: list[Trajectory] = []  # unacked when a send() gave up; sent first next time
         self._ca_cert, self._token = ca_cert, token  # TLS trust (PEM path), learner.token
         self._stream: _Stream | None = None
         self._connected_before = False
@@ -148,6 +154,8 @@ class TrajectoryClient:
             "rejected": 0,
             "reconnects": 0,
             "credit_waits": 0,
+            "carried": 0,
+            "connect_failures": 0,  # stream attempts that got no hello ack (learner down)
         }
 
     @property
@@ -167,6 +175,7 @@ class TrajectoryClient:
         out = dict(self._stats)
         st = self._stream
         out["credits"] = self.credits
+        out["connected"] = self._connected_before  # reached the learner at least once
         out["granted_on_stream"] = st.granted if st is not None else 0
         out["sent_on_stream"] = st.sent if st is not None else 0
         return out
@@ -218,82 +227,102 @@ class TrajectoryClient:
         """Send `trajs` in credit-sized batches and wait for every Ack.
 
         Raises Unavailable when credits or an Ack do not arrive within `timeout_s`, or when the
-        learner stays unreachable after `max_retries` reconnects.
+        learner stays unreachable after `max_retries` reconnects (and `reconnect_s`); what was
+        not acked then is carried into the next send().
         """
         result = SendResult()
-        if not trajs:
+        if not trajs and not self._carry:
             return result
         with self._send_lock:
+            ids = {t.id for t in trajs}
+            carried = [t for t in self._carry if t.id not in ids]
+            self._carry = []
+            self._stats["carried"] += len(carried)
             # Encoded batch by batch as credits allow (the first batch leaves at once, and
             # encoding overlaps the learner's work on the previous batches).
-            pending = collections.deque(trajs)
+            pending = collections.deque([*carried, *trajs])
             unacked: dict[int, tuple[float, list[Trajectory]]] = {}  # seq -> (sent at, batch)
-            breaks = 0
-            credit_wait_since: float | None = None
-            while pending or unacked:
-                if self._aborted.is_set():
-                    raise Unavailable(f"trajectory client for {self.target}: aborted")
-                st = self._stream or self._connect()
-                with st.cond:
-                    for seq in [s for s in st.acks if s in unacked]:
-                        _add_ack(result, st.acks.pop(seq))
-                        del unacked[seq]
-                    if st.ended:
-                        # Re-send what was not acked, in the original order, on a new stream.
-                        pending.extendleft(
-                            reversed([t for _, (_, ts) in sorted(unacked.items()) for t in ts])
-                        )
-                        unacked.clear()
-                        breaks += 1
-                        self._drop_stream(st)
-                        if st.error is not None and not grpc_util.is_retryable(st.error):
-                            raise grpc_util.error_from_rpc(st.error, "trajectory stream")
-                        if breaks > self.max_retries:
-                            raise Unavailable(
-                                f"trajectory stream to {self.target}: broke {breaks} times"
-                            )
-                        continue
-                    while pending and st.credits > 0:
-                        k = min(st.credits, self.batch_size, len(pending))
-                        seq = next(self._seq)
-                        chunk = [pending.popleft() for _ in range(k)]
-                        st.put(batch_to_proto(seq, chunk), k)
-                        unacked[seq] = (time.monotonic(), chunk)
-                        self._stats["sent"] += k
-                        self._stats["batches"] += 1
-                    if not pending and not unacked:
-                        break
-                    now = time.monotonic()
-                    if unacked:
-                        credit_wait_since = None
-                        seq0, (t0, _) = next(iter(unacked.items()))  # the oldest: seqs grow
-                        left = t0 + self.timeout_s - now
-                        what = f"ack for batch {seq0}"
-                    else:
-                        if credit_wait_since is None:
-                            credit_wait_since = now
-                            self._stats["credit_waits"] += 1
-                        left = credit_wait_since + self.timeout_s - now
-                        what = "credits from the learner (it grants them as it consumes data)"
-                    if left <= 0:
-                        self._drop_stream(st)
-                        raise Unavailable(
-                            f"{what}: none within {self.timeout_s}s from {self.target}"
-                        )
-                    st.cond.wait(min(left, 1.0))
-        self._stats["accepted"] += result.n_accepted
-        self._stats["duplicate"] += result.n_duplicate
-        self._stats["rejected"] += result.n_rejected
+            try:
+                self._send_all(pending, unacked, result)
+            except Unavailable:
+                self._carry = [t for _, (_, ts) in sorted(unacked.items()) for t in ts]
+                self._carry.extend(pending)
+                raise
+            finally:  # what was acked before a failure counts too
+                self._stats["accepted"] += result.n_accepted
+                self._stats["duplicate"] += result.n_duplicate
+                self._stats["rejected"] += result.n_rejected
         return result
+
+    def _send_all(self, pending: collections.deque, unacked: dict, result: SendResult) -> None:
+        """send()'s loop, under the send lock: `pending` leaves as credits allow, `unacked`
+        holds what is on the wire, `result` collects the Acks."""
+        breaks, first_break = 0, 0.0
+        credit_wait_since: float | None = None
+        while pending or unacked:
+            if self._aborted.is_set():
+                raise Unavailable(f"trajectory client for {self.target}: aborted")
+            st = self._stream or self._connect()
+            with st.cond:
+                for seq in [s for s in st.acks if s in unacked]:
+                    _add_ack(result, st.acks.pop(seq))
+                    del unacked[seq]
+                if st.ended:
+                    # Re-send what was not acked, in the original order, on a new stream.
+                    pending.extendleft(
+                        reversed([t for _, (_, ts) in sorted(unacked.items()) for t in ts])
+                    )
+                    unacked.clear()
+                    breaks += 1
+                    first_break = first_break or time.monotonic()
+                    self._drop_stream(st)
+                    if st.error is not None and not grpc_util.is_retryable(st.error):
+                        raise grpc_util.error_from_rpc(st.error, "trajectory stream")
+                    broken_s = time.monotonic() - first_break
+                    if breaks > self.max_retries and broken_s >= self.reconnect_s:
+                        raise Unavailable(
+                            f"trajectory stream to {self.target}: broke {breaks} times"
+                        )
+                    continue
+                while pending and st.credits > 0:
+                    k = min(st.credits, self.batch_size, len(pending))
+                    seq = next(self._seq)
+                    chunk = [pending.popleft() for _ in range(k)]
+                    st.put(batch_to_proto(seq, chunk), k)
+                    unacked[seq] = (time.monotonic(), chunk)
+                    self._stats["sent"] += k
+                    self._stats["batches"] += 1
+                if not pending and not unacked:
+                    break
+                now = time.monotonic()
+                if unacked:
+                    credit_wait_since = None
+                    seq0, (t0, _) = next(iter(unacked.items()))  # the oldest: seqs grow
+                    left = t0 + self.timeout_s - now
+                    what = f"ack for batch {seq0}"
+                else:
+                    if credit_wait_since is None:
+                        credit_wait_since = now
+                        self._stats["credit_waits"] += 1
+                    left = credit_wait_since + self.timeout_s - now
+                    what = "credits from the learner (it grants them as it consumes data)"
+                if left <= 0:
+                    self._drop_stream(st)
+                    raise Unavailable(f"{what}: none within {self.timeout_s}s from {self.target}")
+                st.cond.wait(min(left, 1.0))
 
     # ---- connecting --------------------------------------------------------------------
 
     def _connect(self) -> _Stream:
-        """Open a stream (hello -> initial credits), retrying UNAVAILABLE with backoff."""
+        """Open a stream (hello -> initial credits), retrying UNAVAILABLE with backoff:
+        `max_retries` times, and on until `reconnect_s` have passed; abort() ends the wait."""
         last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                grpc_util.sleep_backoff(attempt - 1)
+        t0 = time.monotonic()
+        for attempt in itertools.count():
+            if attempt > self.max_retries and time.monotonic() - t0 >= self.reconnect_s:
+                break
+            if attempt and self._aborted.wait(grpc_util.backoff_s(attempt - 1)):
+                raise Unavailable(f"trajectory client for {self.target}: aborted")
             st = _Stream(self.target, self.worker_id, self._ca_cert, self._token)
             with st.cond:
                 st.cond.wait_for(lambda s=st: s.ready or s.ended, timeout=self.timeout_s)
@@ -305,13 +334,15 @@ class TrajectoryClient:
                 self._connected_before = True
                 return st
             st.close()
+            self._stats["connect_failures"] += 1
             if not ended:
                 raise Unavailable(f"hello ack: none within {self.timeout_s}s from {self.target}")
             if error is not None and not grpc_util.is_retryable(error):
                 raise grpc_util.error_from_rpc(error, "trajectory stream hello")
             last = error.details() if error is not None else "stream closed"
         raise Unavailable(
-            f"trajectory stream to {self.target}: {self.max_retries + 1} attempts failed ({last})"
+            f"trajectory stream to {self.target}: {attempt} attempts in "
+            f"{time.monotonic() - t0:.1f}s failed ({last})"
         )
 
     def _drop_stream(self, st: _Stream) -> None:

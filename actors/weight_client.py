@@ -10,8 +10,9 @@
 Responses are taken as raw bytes (no protobuf deserializer): `weight_wire.join_chunks` parses
 each WeightChunk, writes its data into one preallocated buffer, checks chunk order, count,
 size and digest, and `state_dict_from_bytes` returns tensors that view that buffer (no copy).
-On UNAVAILABLE the channel is rebuilt and the call retried with backoff, a bounded number of
-times in a row.
+On UNAVAILABLE the channel is rebuilt and the call retried with backoff, `max_retries` times in
+a row and on until `reconnect_s` have passed since the first failure (a worker outside the
+cluster waits out a learner restart).
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ class WeightClient:
         max_retries: int = 3,
         ca_cert: str = "",
         token: str = "",
+        reconnect_s: float = 0.0,
     ):
         self.target = target
+        self.reconnect_s = reconnect_s
         self._ca_cert, self._token = ca_cert, token  # TLS trust (PEM path), learner.token
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -72,13 +75,15 @@ class WeightClient:
         if timeout_s < 0:
             raise ValueError(f"timeout_s: must be >= 0, got {timeout_s}")
         deadline = time.monotonic() + timeout_s
-        for attempt in range(self.max_retries + 1):
+        first_failure = 0.0
+        for attempt in itertools.count():
             wait_s = max(0.0, deadline - time.monotonic())
             call = self._subscribe(newer_than, once=True, wait_s=wait_s)
             try:
                 return _next_version(call)
             except grpc.RpcError as exc:
-                self._retry_or_raise(exc, attempt, "weights poll")
+                first_failure = first_failure or time.monotonic()
+                self._retry_or_raise(exc, attempt, "weights poll", first_failure)
             finally:
                 call.cancel()
         raise AssertionError("unreachable")
@@ -89,7 +94,7 @@ class WeightClient:
             yield version, state_dict_from_bytes(payload)
 
     def follow_bytes(self, have_version: int = -1) -> Iterator[VersionBytes]:
-        failures = 0
+        failures, first_failure = 0, 0.0
         while True:
             call = self._subscribe(have_version, once=False)
             try:
@@ -97,12 +102,13 @@ class WeightClient:
                     got = _next_version(call)
                     if got is None:
                         break  # the server ended the subscription; subscribe again
-                    failures = 0
+                    failures, first_failure = 0, 0.0
                     have_version = got[0]
                     yield got
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # deadline = re-subscribe
-                    self._retry_or_raise(exc, failures, "weights follow")
+                    first_failure = first_failure or time.monotonic()
+                    self._retry_or_raise(exc, failures, "weights follow", first_failure)
                     failures += 1
             finally:
                 call.cancel()
@@ -136,9 +142,11 @@ class WeightClient:
         )
         return self._subscribe_rpc(request, timeout=self.timeout_s + wait_s)
 
-    def _retry_or_raise(self, exc: grpc.RpcError, attempt: int, what: str) -> None:
-        """Rebuild the channel and back off if retryable and retries are left; else raise."""
-        if not grpc_util.is_retryable(exc) or attempt >= self.max_retries:
+    def _retry_or_raise(self, exc: grpc.RpcError, attempt: int, what: str, since: float) -> None:
+        """Rebuild the channel and back off if retryable and retries (or `reconnect_s` since the
+        first failure, `since`) are left; else raise."""
+        out_of_time = time.monotonic() - since >= self.reconnect_s
+        if not grpc_util.is_retryable(exc) or (attempt >= self.max_retries and out_of_time):
             raise grpc_util.error_from_rpc(exc, f"{what} from {self.target}") from exc
         self.close()
         self.reconnects += 1

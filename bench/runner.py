@@ -14,7 +14,7 @@ import time
 
 from rewardloop.bench import common
 
-BENCHMARKS = ("ingest", "weights", "rollout", "learner", "e2e")
+BENCHMARKS = ("ingest", "weights", "rollout", "learner", "e2e", "memory")
 
 
 def run(name: str, argv: list[str]) -> dict:

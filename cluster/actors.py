@@ -42,6 +42,14 @@ def _advertised(address: str) -> str:
     return f"{host}:{port}"
 
 
+def _advertised_url(url: str) -> str:
+    """`_advertised` for an http://host:port/path URL ("" stays "")."""
+    if not url:
+        return ""
+    head, _, path = url.removeprefix("http://").partition("/")
+    return f"http://{_advertised(head)}/{path}"
+
+
 @ray.remote(max_concurrency=8, concurrency_groups={"weights": WEIGHT_WAITERS})
 class LearnerActor:
     """Ray shell over learner.service.LearnerService; its versions live in a WeightRegistry of
@@ -76,6 +84,7 @@ class LearnerActor:
             else "",
             "device": self.device,
             "model_path": self.model_path,
+            "metrics": _advertised_url(self.service.live.url),
         }
 
     def start_training(self, max_steps: int) -> None:
@@ -97,6 +106,12 @@ class LearnerActor:
 
     def metrics_since(self, index: int) -> list[dict]:
         return self.service.metrics[index:]
+
+    def set_driver_metrics(
+        self, eval_metric: str = "", eval_value: float | None = None, workers: int | None = None
+    ) -> None:
+        """The driver's figures for /metrics: the latest eval metric and the worker count."""
+        self.service.live.set_driver(eval_metric, eval_value, workers)
 
     def save(
         self, path: str, meta: dict, version: int | None = None, weights: dict | None = None

@@ -2,6 +2,10 @@
 
 Start-up overlaps: `launch(n)` creates the actors before the learner has started, so each loads
 its model while the learner loads its own; `start(endpoints)` then sets them running.
+
+Given a `Placement`, each worker takes a free bundle of the run's placement group (a worker
+stopped by `scale` frees its bundle for the next one); workers beyond the group's bundles are
+scheduled outside it with the same `cluster.rollout_resources`.
 """
 
 from __future__ import annotations
@@ -13,18 +17,26 @@ import ray
 from rewardloop.config import RunConfig, buffer_capacity
 
 from .actors import RolloutActor
-from .placement import rollout_options
+from .placement import Placement, rollout_options
 
 log = logging.getLogger(__name__)
 
 
 class RolloutPool:
-    def __init__(self, cfg: RunConfig, learner, endpoints: dict | None = None):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        learner,
+        endpoints: dict | None = None,
+        placement: Placement | None = None,
+    ):
         self.cfg = cfg
         self.learner = learner
         self.endpoints = endpoints
+        self.placement = placement
         # (worker_id, actor, run() ref or None while launched but not started)
         self.workers: list[tuple[str, object, ray.ObjectRef | None]] = []
+        self.slots: dict[str, int | None] = {}  # worker_id -> its bundle (None = outside)
         self._next_id = 0
 
     def launch(self, n: int) -> None:
@@ -33,10 +45,18 @@ class RolloutPool:
             worker_id = f"worker-{self._next_id}"
             seed = self.cfg.seed * 1000 + self._next_id + 1
             self._next_id += 1
-            actor = RolloutActor.options(**rollout_options(self.cfg)).remote(
+            actor = RolloutActor.options(**self._options(worker_id)).remote(
                 worker_id, self.cfg, self.learner, seed
             )
             self.workers.append((worker_id, actor, None))
+
+    def _options(self, worker_id: str) -> dict:
+        if self.placement is None:
+            return rollout_options(self.cfg)
+        taken = {self.slots.get(wid) for wid, _, _ in self.workers}
+        free = [i for i in range(self.placement.worker_slots) if i not in taken]
+        self.slots[worker_id] = free[0] if free else None
+        return self.placement.rollout_options(self.slots[worker_id])
 
     def start(self, endpoints: dict) -> None:
         """Run every launched actor against the learner at `endpoints`."""

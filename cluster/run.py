@@ -27,13 +27,14 @@ from rewardloop.auth import resolve_token
 from rewardloop.config import RunConfig, replace, to_dict
 from rewardloop.errors import RewardLoopError
 from rewardloop.feedback.evaluation import Evaluator
+from rewardloop.metrics import record_endpoints
 from rewardloop.run_outputs import MetricsLog, plot_reward_curve, write_json
 from rewardloop.tasks import get_task
 
 from .actors import LearnerActor
 from .feedback_side import FeedbackSide, start_feedback
 from .paths import absolute_paths
-from .placement import connect, learner_options
+from .placement import Placement, connect, reserve
 from .pool import RolloutPool, idle_workers_hint
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class Run:
         self.feedback: FeedbackSide | None = None
         self.learner = None
         self.pool: RolloutPool | None = None
+        self.placement: Placement | None = None
+        self.placement_record: dict = {}
         self.endpoints: dict = {}
         self.steps: list[dict] = []
         self.evals: list[dict] = []
@@ -88,6 +91,7 @@ class Run:
 
     def launch(self) -> None:
         """The feedback side, the learner and the rollout workers, then training starts."""
+        self.placement = reserve(self.cfg)  # ConfigError after cluster.placement_timeout_s
         self.feedback = start_feedback(self.cfg)  # feedback.autostart: a gateway for this run
         self.cfg = self.feedback.cfg
         self._t["ray"] = time.perf_counter()
@@ -95,12 +99,22 @@ class Run:
         # self.cfg keeps `env:NAME`, so config.json never holds the secret
         token = resolve_token(self.cfg.learner.token, "learner.token")
         actor_cfg = replace(self.cfg, learner={"token": token})
-        self.learner = LearnerActor.options(**learner_options(self.cfg)).remote(actor_cfg)
-        self.pool = RolloutPool(actor_cfg, self.learner)
+        options = self.placement.learner_options()
+        self.learner = LearnerActor.options(**options).remote(actor_cfg)
+        self.pool = RolloutPool(actor_cfg, self.learner, placement=self.placement)
         self.pool.launch(self.cfg.rollout.num_workers)  # they load while the learner loads
         self.endpoints = ray.get(self.learner.start.remote(), timeout=600)
         self.pool.start(self.endpoints)
+        # `rewardloop worker --run-dir` (actors/external.py) reads these; no token is written
+        record_endpoints(
+            self.out, ingest=self.endpoints["ingest"], weights=self.endpoints["weights"]
+        )
+        self.placement_record = self.placement.describe()
+        for worker_id, slot in self.pool.slots.items():
+            if slot is not None:
+                self.placement_record["workers"][slot]["worker_id"] = worker_id
         write_json(self.out / "config.json", to_dict(self.cfg))
+        self._record_metrics_endpoints()
         self._t["train"] = time.perf_counter()
         ray.get(
             self.learner.start_training.remote(self.cfg.learner.max_steps), timeout=CALL_TIMEOUT_S
@@ -157,6 +171,7 @@ class Run:
             self.worker_stats = self.pool.shutdown()
         if self.learner is not None:
             ray.get(self.learner.stop.remote(), timeout=CALL_TIMEOUT_S)
+            record_endpoints(self.out, ingest="", weights="")  # external workers: the run ended
         if self.feedback is not None:
             self.feedback_stats = self.feedback.stop()
 
@@ -196,6 +211,8 @@ class Run:
                     ray.kill(actor)
                 except Exception as exc:  # noqa: BLE001 - already gone is fine
                     log.debug("kill: %s", exc)
+        if self.placement is not None and ray.is_initialized():
+            self.placement.remove()
         if self.evaluator is not None:
             self.evaluator.close()
         if self.owns_ray and ray.is_initialized():
@@ -222,10 +239,21 @@ class Run:
             )
         return summary
 
+    def _record_metrics_endpoints(self) -> None:
+        """endpoints.json gets the /metrics URLs (`rewardloop status`); the worker count is set."""
+        gateway = self.feedback.addresses.get("metrics_url", "") if self.feedback else ""
+        record_endpoints(
+            self.out, learner_metrics=self.endpoints.get("metrics", ""), gateway_metrics=gateway
+        )
+        self.learner.set_driver_metrics.remote(workers=len(self.pool.workers))
+
     # -- evaluation ------------------------------------------------------------------------
     def _record_eval(self, record: dict) -> None:
         self.evals.append(record)
         self.metrics_log.write({"event": "eval", **record})
+        if self.learner is not None:  # the eval metric's mean over keys, for /metrics
+            value = record.get("mean", float("nan"))
+            self.learner.set_driver_metrics.remote(record.get("metric", ""), value)
 
     def _due_for_eval(self) -> bool:
         every, n = self.cfg.eval.every_steps, len(self.steps)
@@ -285,6 +313,7 @@ class Run:
             },
             "error": self.error,
             "learner_device": self.endpoints.get("device", ""),
+            "placement": self.placement_record,  # the node of the learner and of each worker
         }
         if self.task.summary_section:
             out[self.task.summary_section] = run_summary.audience_by_key(section, self.task.metric)

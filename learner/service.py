@@ -20,6 +20,7 @@ from rewardloop.config import RunConfig, buffer_capacity
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.checkpoint import save_checkpoint
 from rewardloop.learner.ingest_server import IngestServer
+from rewardloop.learner.live_metrics import LearnerMetrics
 from rewardloop.learner.trainer import Trainer
 from rewardloop.learner.weight_server import WeightServer
 from rewardloop.trajectory import Trajectory
@@ -61,7 +62,7 @@ class LearnerService:
         )
         self.weight_server = (
             WeightServer(port=0, host=lc.host, security=security, max_streams=lc.max_streams)
-            if cfg.rollout.weight_sync == "grpc"
+            if cfg.rollout.weight_sync == "grpc" or lc.serve_weights
             else None
         )
         self._publish = publish
@@ -71,7 +72,9 @@ class LearnerService:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._trajectories = 0
+        self._tokens = 0
         self._started_at = 0.0
+        self.live = LearnerMetrics(self, lc.metrics_host, lc.metrics_port)  # README: Live metrics
         self._wait_s = 0.0
 
     @property
@@ -81,6 +84,7 @@ class LearnerService:
     def start(self) -> str:
         """Start the servers and publish the initial weights; returns the ingest address."""
         self.ingest.start()
+        self.live.start()
         if self.weight_server is not None:
             self.weight_server.start()
         self.publish()
@@ -145,6 +149,7 @@ class LearnerService:
         metrics = self.trainer.step(groups)
         metrics["publish_s"] = self.publish() if metrics["skipped"] == 0 else 0.0
         self._trajectories += len(flat)
+        self._tokens += sum(len(t.completion_ids) for t in flat)
         self._wait_s += wait_s
         elapsed = time.perf_counter() - self._started_at
         lags = [version_before - t.policy_version for t in flat]
@@ -159,6 +164,8 @@ class LearnerService:
             wait_fraction=self._wait_s / max(elapsed, 1e-9),
             trajectories=self._trajectories,
             trajectories_per_s=self._trajectories / max(elapsed, 1e-9),
+            tokens=self._tokens,
+            tokens_per_s=self._tokens / max(elapsed, 1e-9),
             lag_mean=sum(lags) / len(lags),
             lag_max=max(lags),
             dropped_stale=stats.get("dropped_stale", 0),
@@ -170,6 +177,7 @@ class LearnerService:
             metrics["skip_reason"] = self.trainer.last_skip_reason
             log.warning("step %d skipped: %s", metrics["step"], self.trainer.last_skip_reason)
         self.metrics.append(metrics)
+        self.live.on_step(metrics)
 
     def start_training(self, max_steps: int | None = None) -> None:
         self._thread = threading.Thread(
@@ -217,6 +225,7 @@ class LearnerService:
         self.ingest.stop()
         if self.weight_server is not None:
             self.weight_server.stop()
+        self.live.stop()
 
 
 def compute_dtype(cfg: RunConfig, device: str) -> torch.dtype:

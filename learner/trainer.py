@@ -1,12 +1,14 @@
 """The policy update: one optimizer step on a list of complete groups.
 
 batch      <- collate(groups)
-logits     <- policy(prompt + completion)               # learner recomputes log-probs
 algo       <- ALGORITHM_TABLE[learner.algorithm]        # once, in __init__ (algorithms.py)
-A          <- algo.advantages(rewards, groups)          # grpo | rloo | reinforce | ppo
+A          <- algo.advantages(rewards, groups)          # grpo | rloo | reinforce | ppo, whole batch
+for each micro-batch (learner.micro_batch_size rows; 0 = all), gradients accumulating:
+  log pi, H <- selective log-softmax of policy(prompt + completion)   # chunked, no [B, T, V] f32
 grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss)
 rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
 loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
+  backward(loss x the micro-batch's share of the whole batch's token / sequence mean)
 skip the step if the loss or the gradient norm is not finite (counted, with the reason)
 clip the gradient norm, Adam step          # repeated for algo.epochs(cfg) passes (ppo)
 schedule step, version += 1
@@ -21,12 +23,40 @@ import time
 import torch
 
 from rewardloop.config import LearnerConfig
+from rewardloop.errors import ConfigError
 from rewardloop.learner import advantages as adv
 from rewardloop.learner import losses
 from rewardloop.learner.algorithms import LossResult, algorithm_for
-from rewardloop.learner.batching import TrainBatch, collate, completion_logits, token_logprobs
+from rewardloop.learner.batching import TrainBatch, collate, completion_logprobs, split_rows
 from rewardloop.learner.schedule import make_scheduler
 from rewardloop.trajectory import Trajectory
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Turn on HF gradient checkpointing so that it really runs, without changing the maths.
+
+    HF checkpoints a layer only `if self.gradient_checkpointing and self.training`, and the
+    learner keeps its model in eval() for log-probs that match the workers'. So the model goes
+    to train() with every dropout at 0 (nn.Dropout modules and float `*dropout` attributes that
+    attention reads in training mode): train() then computes exactly what eval() does.
+    """
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        raise ConfigError(
+            f"learner.gradient_checkpointing: {type(model).__name__} does not support it; "
+            "set learner.gradient_checkpointing=false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.x on
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout", "attn_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
+    model.train()
 
 
 class Trainer:
@@ -60,6 +90,8 @@ class Trainer:
             self.optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps
         )
         self.reference = self._frozen_copy(model) if cfg.kl_coef > 0 else None
+        if cfg.gradient_checkpointing:
+            enable_checkpointing(self.model)
         self.baseline = adv.RunningMean()
         self.version = start_version
         self.steps_skipped = 0
@@ -116,39 +148,33 @@ class Trainer:
         return metrics
 
     def _update(self, batch: TrainBatch, advantages: torch.Tensor) -> tuple[dict, str, float]:
-        """One forward/backward/Adam pass; returns (metrics, skip reason or "", optimizer seconds)."""
-        with self._autocast():
-            logits = completion_logits(self.model, batch, self.temperature)
-        logprobs = token_logprobs(logits, batch)
-        policy = self._policy_loss(logprobs, batch, advantages)
-        loss, metrics = policy.loss, dict(policy.stats)
-        if self.reference is not None:
-            with torch.no_grad(), self._autocast():
-                ref_logits = completion_logits(self.reference, batch, self.temperature)
-            ref_logprobs = token_logprobs(ref_logits, batch)
-            kl = losses.kl_penalty(
-                logprobs, ref_logprobs, batch.mask, self.cfg.kl_estimator, self.cfg.aggregation
-            )
-            loss = loss + self.cfg.kl_coef * kl
-            metrics["kl_ref"] = float(kl.detach())
-        if self.cfg.entropy_coef:
-            entropy = losses.entropy_from_logits(logits, batch.mask)
-            loss = loss - self.cfg.entropy_coef * entropy
-        else:  # reported only: no graph kept alive until backward
-            with torch.no_grad():
-                entropy = losses.entropy_from_logits(logits.detach(), batch.mask)
-        metrics.update(
-            losses.behavior_mismatch(logprobs.detach(), batch.behavior_logprobs, batch.mask)
-        )
-        metrics["entropy"] = float(entropy.detach())
-        metrics["loss"] = float(loss.detach())
-        metrics["completion_len"] = float(batch.mask.sum(1).mean())
-        metrics["reward_mean"] = float(batch.rewards.mean())
-        metrics["advantage_abs_mean"] = float(advantages.abs().mean())
+        """One forward/backward/Adam pass; returns (metrics, skip reason or "", optimizer seconds).
+
+        With `learner.micro_batch_size` the batch goes through in slices of rows whose losses
+        are weighted by their share of the whole batch's aggregate (`_shares`), so the gradients
+        accumulate to the full batch's; the metrics are then computed once over the whole batch
+        from the slices' detached log-probs, exactly as without slices.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        skip = "" if math.isfinite(metrics["loss"]) else "non-finite loss"
+        parts = split_rows(batch, self.cfg.micro_batch_size)
+        logprobs, entropies, ref_logprobs, skip, row = [], [], [], "", 0
+        for part in parts:
+            rows = slice(row, row + part.input_ids.shape[0])
+            row = rows.stop
+            loss, lp, ent, ref = self._part_loss(part, advantages[rows])
+            share, token_share = self._shares(part.mask, batch.mask)
+            logprobs.append(lp.detach())
+            entropies.append(ent.detach())
+            ref_logprobs.append(ref)
+            scaled = share * loss
+            if self.cfg.entropy_coef:
+                scaled = scaled - self.cfg.entropy_coef * token_share * self._entropy(ent, part)
+            if not math.isfinite(float(scaled.detach())):
+                skip = "non-finite loss"
+                break
+            scaled.backward()
+        metrics = self._metrics(batch, advantages, logprobs, entropies, ref_logprobs, skip)
         if not skip:
-            loss.backward()
             grad_norm = self._clip_gradients()
             metrics["grad_norm"] = grad_norm
             skip = "" if math.isfinite(grad_norm) else "non-finite gradient norm"
@@ -158,6 +184,68 @@ class Trainer:
         else:
             self.optimizer.step()
         return metrics, skip, time.perf_counter() - t1
+
+    def _logprobs(self, model, part: TrainBatch, entropy_grad: bool = False):
+        with self._autocast():
+            return completion_logprobs(
+                model, part, self.temperature, self.cfg.logprob_chunk_rows, entropy_grad
+            )
+
+    def _part_loss(self, part: TrainBatch, advantages: torch.Tensor):
+        """(policy + kl_coef * KL on this slice, its log-probs, entropies, reference log-probs)."""
+        logprobs, entropy = self._logprobs(self.model, part, bool(self.cfg.entropy_coef))
+        loss = self._policy_loss(logprobs, part, advantages).loss
+        ref = None
+        if self.reference is not None:
+            with torch.no_grad():
+                ref = self._logprobs(self.reference, part)[0]
+            kl = losses.kl_penalty(
+                logprobs, ref, part.mask, self.cfg.kl_estimator, self.cfg.aggregation
+            )
+            loss = loss + self.cfg.kl_coef * kl
+        return loss, logprobs, entropy, ref
+
+    @staticmethod
+    def _entropy(per_token: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
+        return losses.aggregate(per_token, batch.mask, "token")
+
+    def _shares(self, part_mask: torch.Tensor, mask: torch.Tensor) -> tuple[float, float]:
+        """A slice's weight in the whole batch's aggregate (cfg.aggregation) and in its token
+        mean: real tokens (token) or non-empty rows (sequence), over the batch's total."""
+        real, part = mask.bool(), part_mask.bool()
+        token_share = float(part.sum()) / max(float(real.sum()), 1.0)
+        if self.cfg.aggregation == "token":
+            return token_share, token_share
+        rows = float(part.any(1).sum()) / max(float(real.any(1).sum()), 1.0)
+        return rows, token_share
+
+    def _metrics(self, batch, advantages, logprobs, entropies, ref_logprobs, skip) -> dict:
+        """The step's metrics over the whole batch (or the slices that ran, if one failed)."""
+        n = sum(lp.shape[0] for lp in logprobs)
+        whole = split_rows(batch, n)[0] if n < batch.input_ids.shape[0] else batch
+        lp, advantages = torch.cat(logprobs), advantages[:n]
+        with torch.no_grad():
+            policy = self._policy_loss(lp, whole, advantages)
+            loss, metrics = policy.loss, dict(policy.stats)
+            if self.reference is not None:
+                kl = losses.kl_penalty(
+                    lp,
+                    torch.cat(ref_logprobs),
+                    whole.mask,
+                    self.cfg.kl_estimator,
+                    self.cfg.aggregation,
+                )
+                loss = loss + self.cfg.kl_coef * kl
+                metrics["kl_ref"] = float(kl)
+            entropy = self._entropy(torch.cat(entropies), whole)
+            loss = loss - self.cfg.entropy_coef * entropy
+        metrics.update(losses.behavior_mismatch(lp, whole.behavior_logprobs, whole.mask))
+        metrics["entropy"] = float(entropy)
+        metrics["loss"] = float("nan") if skip else float(loss)
+        metrics["completion_len"] = float(batch.mask.sum(1).mean())
+        metrics["reward_mean"] = float(batch.rewards.mean())
+        metrics["advantage_abs_mean"] = float(advantages.abs().mean())
+        return metrics
 
     def _policy_loss(
         self, logprobs: torch.Tensor, batch: TrainBatch, advantages: torch.Tensor

@@ -175,15 +175,16 @@ class WeightServer:
                 if self._stopping:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "weight server is stopping")
                 latest = self._latest
-            for message in latest.messages:
+            last = len(latest.messages) - 1
+            for i, message in enumerate(latest.messages):
                 if self._stopping:
                     context.abort(grpc.StatusCode.UNAVAILABLE, "weight server is stopping")
+                with self._cond:  # counted when handed to gRPC, so a client that has every
+                    self._counts["chunks_sent"] += 1  # chunk never sees a lower count
+                    if i == last:
+                        self._counts["versions_sent"] += 1
+                        self._counts["bytes_sent"] += latest.total_bytes
                 yield message
-                with self._cond:
-                    self._counts["chunks_sent"] += 1
             have = latest.version
-            with self._cond:
-                self._counts["versions_sent"] += 1
-                self._counts["bytes_sent"] += latest.total_bytes
             if request.once:
                 return

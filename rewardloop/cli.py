@@ -4,6 +4,8 @@ rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps 
 rewardloop eval --model DIR [--config FILE] [--set ...]
 rewardloop feedback serve|forget ...
 rewardloop bench NAME [--json]
+rewardloop worker (--run-dir DIR | --learner HOST:PORT --weights HOST:PORT) [--config FILE] ...
+rewardloop status RUN_DIR [--timeout S]
 """
 
 from __future__ import annotations
@@ -119,6 +121,93 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return runner.main([args.name, *(["--json"] if args.json else []), *args.rest])
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """A running run's live figures as a table (rewardloop/run_status.py); 1 if not running."""
+    from rewardloop import run_status
+
+    return run_status.command(args.run_dir, args.timeout)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A rollout worker as a plain process (actors/external.py); prints its counters as JSON.
+
+    0 when it stopped on a signal, a limit, or after the learner it reached went away."""
+    import signal
+    import socket
+    import threading
+
+    import torch
+
+    from rewardloop.actors import external
+    from rewardloop.auth import resolve_token
+    from rewardloop.feedback.sources.for_task import train_reward_source
+    from rewardloop.modeling import load_policy
+    from rewardloop.tasks import get_task
+
+    if bool(args.learner) == bool(args.run_dir) or bool(args.learner) != bool(args.weights):
+        raise ConfigError("worker: give --run-dir DIR, or --learner HOST:PORT --weights HOST:PORT")
+    cfg = _load(args)
+    torch.set_num_threads(cfg.rollout.torch_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    worker_id = args.worker_id or f"external-{socket.gethostname()}-{os.getpid()}"
+    seed = os.getpid() if args.seed is None else args.seed
+    stop = threading.Event()
+    if args.run_dir:
+        endpoints = external.run_dir_endpoints(args.run_dir, stop)
+    else:
+        endpoints = external.fixed_endpoints(args.learner, args.weights)
+    model, tokenizer, _ = load_policy(cfg, cfg.task)
+    worker = external.ExternalWorker(
+        worker_id,
+        cfg,
+        model,
+        tokenizer,
+        get_task(cfg.task).prompts(cfg),
+        train_reward_source(cfg, seed),  # its own reward source, from its own config
+        endpoints,
+        token=resolve_token(cfg.learner.token, "learner.token"),
+        ca_cert=cfg.rollout.ca_cert,
+        reconnect_s=args.reconnect_s,
+        wait_s=args.wait_s,
+        seed=seed,
+    )
+
+    def on_signal(signum, frame) -> None:  # first: finish the generation; second: now
+        if stop.is_set():
+            worker.abort()
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    counters = worker.run(stop, args.max_generations, args.duration_s)
+    print(json.dumps(counters, sort_keys=True), flush=True)
+    return 0 if counters["connected"] or stop.is_set() else 1
+
+
+def _worker_arguments(worker: argparse.ArgumentParser) -> None:
+    _config_args(worker)
+    worker.add_argument("--run-dir", help="a run's directory: its endpoints.json names the learner")
+    worker.add_argument("--learner", help="the learner's TrajectoryService (ingest) HOST:PORT")
+    worker.add_argument("--weights", help="the learner's WeightService HOST:PORT")
+    worker.add_argument("--worker-id", help="unique id (default external-<hostname>-<pid>)")
+    worker.add_argument("--seed", type=int, help="sampling seed (default: the process id)")
+    worker.add_argument("--max-generations", type=int, help="stop after N generations")
+    worker.add_argument("--duration-s", type=float, help="stop after this many seconds")
+    worker.add_argument(
+        "--reconnect-s",
+        type=float,
+        default=30.0,
+        help="keep reconnecting to a lost learner this long before giving up (default 30)",
+    )
+    worker.add_argument(
+        "--wait-s",
+        type=float,
+        default=600.0,
+        help="--run-dir: wait this long for the run's learner to come up (default 600)",
+    )
+    worker.set_defaults(func=cmd_worker)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rewardloop", description="Learn from feedback.")
     sub = parser.add_subparsers(dest="command")
@@ -158,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=cmd_bench)
+    _worker_arguments(
+        sub.add_parser("worker", help="a rollout worker outside the cluster, as a plain process")
+    )
+    status = sub.add_parser("status", help="a running run's live metrics as a table")
+    status.add_argument("run_dir", help="the run directory (its endpoints.json names /metrics)")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds per scrape")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -92,6 +92,7 @@ class FeedbackCore:
         self.gate = ContentGate(load_check(cfg.content_check))
         self.max_request_bytes = cfg.max_request_bytes
         self.errors: Counter[str] = Counter()
+        self.on_rated: Callable[[float], None] | None = None  # gets each new rating's latency
         self._lock = threading.Lock()
 
     # ---- guards -----------------------------------------------------------------------------
@@ -186,7 +187,10 @@ class FeedbackCore:
             raise InvalidInput(
                 "value", f"must be in [0, 1], got {value}; use stars for a 1..5 scale"
             )
-        return self.store.submit(item_id, float(value), rater, key, stars)
+        res = self.store.submit(item_id, float(value), rater, key, stars)
+        if res.stored and not res.duplicate and self.on_rated is not None:
+            self.on_rated(res.latency_s)
+        return res
 
     def collect(self, publisher: str, ack_ids: list[str], limit: int = 0) -> list[Outcome]:
         publisher = _check_id(publisher, "publisher")

@@ -73,11 +73,13 @@ class Outcome:
 
 @dataclass
 class SubmitResult:
-    """stored: the rating is durable; duplicate: the idempotency key was seen before."""
+    """stored: the rating is durable; duplicate: the idempotency key was seen before;
+    latency_s: publish -> this rating, for a newly stored one (else 0)."""
 
     stored: bool
     duplicate: bool = False
     reason: str = ""
+    latency_s: float = 0.0
 
     def to_json(self) -> dict:
         return {"stored": self.stored, "duplicate": self.duplicate, "reason": self.reason}

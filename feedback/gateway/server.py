@@ -22,6 +22,7 @@ from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 from .bad_input import BadMessage, add_checked_service
 from .core import FeedbackCore
 from .http_app import HttpGateway
+from .metrics import GatewayMetrics
 from .store import FeedbackStore
 
 log = logging.getLogger(__name__)
@@ -198,19 +199,24 @@ class FeedbackGateway:
         self.cfg = cfg
         kwargs = {"clock": clock} if clock else {}
         self.core = FeedbackCore(cfg, store=store, **kwargs)
+        self.metrics = GatewayMetrics(self.core, cfg.metrics_host, cfg.metrics_port)
         self.grpc: GrpcGateway | None = None
         self.http: HttpGateway | None = None
         self._stop = threading.Event()
         self._janitor: threading.Thread | None = None
+        self.metrics_url = ""
 
     def start(self) -> dict:
-        """Start serving; returns {"http_url", "grpc_target", "rate_url"}."""
+        """Start serving; returns {"http_url", "grpc_target", "rate_url", "metrics_url"}."""
         c = self.cfg
         self.core.maintain()  # expiry and retention apply from the first request on
         self.grpc = GrpcGateway(self.core, c.host, c.grpc_port, c.tls_cert, c.tls_key).start()
         try:
             self.http = HttpGateway(self.core, c.host, c.http_port, c.tls_cert, c.tls_key).start()
+            self.metrics_url = self.metrics.start()
         except BaseException:
+            if self.http is not None:
+                self.http.stop()
             self.grpc.stop(grace_s=0)
             raise
         self._janitor = threading.Thread(
@@ -225,6 +231,7 @@ class FeedbackGateway:
             "http_url": self.http.url,
             "grpc_target": self.grpc.target,
             "rate_url": f"{self.http.url}/rate",
+            "metrics_url": self.metrics_url,
         }
 
     def _housekeeping(self) -> None:
@@ -240,6 +247,7 @@ class FeedbackGateway:
 
     def stop(self) -> None:
         self._stop.set()
+        self.metrics.stop()
         if self.http is not None:
             self.http.stop()
         if self.grpc is not None:

@@ -224,7 +224,7 @@ class FeedbackStore:
                 (RATED, value, rater, now, item_id),
             )
             self._bump(db, "rated")
-        return SubmitResult(stored=True)
+        return SubmitResult(stored=True, latency_s=max(0.0, now - created_at))
 
     def rating(self, item_id: str) -> dict | None:
         """The raw rating of an item (inspection and tests)."""

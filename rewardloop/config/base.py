@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16")
 WEIGHT_SYNCS = ("object_store", "grpc")
 EXPIRY_OUTCOMES = ("drop", "neutral")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")
 
 
 class Key(str):

@@ -31,6 +31,10 @@ class FeedbackConfig(_Section):
     """Port of the HTTP/JSON API and the rating page (0 = a free one)."""
     grpc_port: int = 8471
     """Port of the gRPC FeedbackService (0 = a free one)."""
+    metrics_port: int = 0
+    """Prometheus /metrics port of the gateway (0 = a free one; -1 = off)."""
+    metrics_host: str = "127.0.0.1"
+    """Interface /metrics binds; it serves counts only, no token (see README, Live metrics)."""
     max_request_bytes: int = 1 << 20
     """Largest request body the gateway accepts (HTTP 413 / gRPC RESOURCE_EXHAUSTED beyond)."""
     retention_days: float = 30.0
@@ -69,6 +73,11 @@ class FeedbackConfig(_Section):
         _require(bool(self.host), self.key("host"), "must not be empty")
         _require(0 <= self.http_port < 65536, self.key("http_port"), "must be a TCP port or 0")
         _require(0 <= self.grpc_port < 65536, self.key("grpc_port"), "must be a TCP port or 0")
+        _require(
+            -1 <= self.metrics_port < 65536,
+            self.key("metrics_port"),
+            "must be a TCP port, 0 (a free one) or -1 (off)",
+        )
         _require(self.max_request_bytes >= 1024, self.key("max_request_bytes"), "must be >= 1024")
         _require(
             self.retention_days >= 0, self.key("retention_days"), "must be >= 0 (0 = keep forever)"

@@ -60,6 +60,13 @@ class LearnerConfig(_Section):
     """Entropy bonus weight."""
     grad_clip: float = 1.0
     """Max global grad norm (0 = off)."""
+    micro_batch_size: int = 0
+    """Sequences per forward/backward; gradients accumulate to the whole step's (0 = one pass)."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in backward (less memory, ~1/3 more compute; HF models)."""
+    logprob_chunk_rows: int = 128
+    """Token rows per float32 chunk of the selective log-softmax and fused output layer
+    (0 = the old full float32 [B, T, V] log-softmax, kept for `bench memory`)."""
     device: str = "auto"
     """auto (cuda when available), cpu or cuda."""
     port: int = 0
@@ -74,6 +81,14 @@ class LearnerConfig(_Section):
     """PEM private key of tls_cert."""
     allow_insecure: bool = False
     """Serve a non-loopback host without a token (only behind a trusted network boundary)."""
+    serve_weights: bool = False
+    """Also serve WeightService (gRPC) for workers outside the cluster (`rewardloop worker`);
+    always on with rollout.weight_sync=grpc. The run writes both addresses to endpoints.json."""
+    metrics_port: int = 0
+    """Prometheus /metrics port of the learner (0 = a free one, recorded in the run's
+    endpoints.json; -1 = off)."""
+    metrics_host: str = "127.0.0.1"
+    """Interface /metrics binds; it serves counts only, no token (see README, Live metrics)."""
     max_streams: int = 128
     """Worker streams (ingest) and weight long-polls each learner server serves at once; one
     more is refused at once with RESOURCE_EXHAUSTED. Each holds a thread; health checks have
@@ -120,12 +135,27 @@ class LearnerConfig(_Section):
             self.kl_estimator in KL_ESTIMATORS, self.key("kl_estimator"), one_of(KL_ESTIMATORS)
         )
         _require(self.grad_clip >= 0, self.key("grad_clip"), "must be >= 0 (0 = off)")
+        _require(
+            self.micro_batch_size >= 0,
+            self.key("micro_batch_size"),
+            "must be >= 0 (0 = the whole batch at once)",
+        )
+        _require(
+            self.logprob_chunk_rows >= 0,
+            self.key("logprob_chunk_rows"),
+            "must be >= 0 (0 = unchunked)",
+        )
         _require(self.device in DEVICES, self.key("device"), one_of(DEVICES))
         _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
         _require(
             bool(self.tls_cert) == bool(self.tls_key),
             self.key("tls_cert"),
             "give learner.tls_cert and learner.tls_key together, or neither",
+        )
+        _require(
+            -1 <= self.metrics_port < 65536,
+            self.key("metrics_port"),
+            "must be a TCP port, 0 (a free one) or -1 (off)",
         )
         _require(self.max_streams >= 1, self.key("max_streams"), "must be >= 1")
         _require(

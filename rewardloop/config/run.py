@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from .base import _require, _Section, one_of
+from .base import PLACEMENT_STRATEGIES, _require, _Section, one_of
 from .feedback import FeedbackConfig
 from .learner import LearnerConfig
 from .model import ModelConfig
@@ -72,10 +72,55 @@ class ClusterConfig(_Section):
     num_cpus: int = 0
     """CPUs for the embedded local Ray (0 = all of this machine's)."""
     learner_gpus: float = -1
-    """GPUs for the learner actor (-1 = one if the cluster has any, else none)."""
+    """GPUs for the learner actor (-1 = one if the cluster has any, else none); a GPU entry in
+    learner_resources wins over it."""
+    learner_resources: dict = field(default_factory=dict)
+    """Ray resources for the learner, e.g. {CPU: 1, GPU: 0.5, my_node: 1} (fractions allowed;
+    CPU defaults to 1, GPU to learner_gpus, other names are custom resources)."""
+    rollout_resources: dict = field(default_factory=dict)
+    """Ray resources for each rollout worker, e.g. {CPU: 1, rollout_node: 0.01} (CPU defaults to
+    1, GPU to 0)."""
+    placement_strategy: str = "PACK"
+    """How the placement group lays out the learner's bundle and one bundle per worker: PACK (as
+    few nodes as possible), SPREAD (across nodes where it can) or STRICT_SPREAD (one per node)."""
+    placement_timeout_s: float = 120.0
+    """Stop the run with an error naming what is short when the cluster cannot place the learner
+    and workers within this many seconds (it never waits forever)."""
 
     def __post_init__(self) -> None:
         _require(self.num_cpus >= 0, self.key("num_cpus"), "must be >= 0")
+        for name in ("learner_resources", "rollout_resources"):
+            resources = getattr(self, name)
+            _require(isinstance(resources, dict), self.key(name), "must be a mapping")
+            for res, amount in resources.items():
+                _require(
+                    isinstance(res, str) and bool(res),
+                    self.key(name),
+                    "resource names must be non-empty strings like CPU, GPU or my_resource",
+                )
+                _require(
+                    isinstance(amount, (int, float))
+                    and not isinstance(amount, bool)
+                    and 0 <= amount < float("inf"),
+                    f"{self.section}.{name}.{res}",
+                    "must be a finite number >= 0",
+                    amount,
+                )
+            _require(
+                resources.get("CPU", 1) > 0 or any(v > 0 for v in resources.values()),
+                self.key(name),
+                "asks for nothing (a placement bundle cannot be empty): give one resource > 0",
+            )
+        _require(
+            self.placement_strategy in PLACEMENT_STRATEGIES,
+            self.key("placement_strategy"),
+            one_of(PLACEMENT_STRATEGIES),
+        )
+        _require(
+            0 < self.placement_timeout_s < float("inf"),
+            self.key("placement_timeout_s"),
+            "must be a finite number of seconds > 0",
+        )
 
 
 @dataclass(frozen=True)

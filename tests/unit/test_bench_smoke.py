@@ -56,6 +56,15 @@ def test_weights_prints_both_figures_and_ratio(capsys):
     assert fig["bytes"] > 0.5e6 and set(fig["by_workers"]) == {"1", "2"}
 
 
+def test_memory_measures_ours_and_the_old_path_in_fresh_processes(capsys):
+    argv = ["memory", "--json", "--vocabs", "3000", "--seqs", "4", "--prompt", "4", "--tokens"]
+    data = run_json(capsys, [*argv, "8", "--kinds", "ours,old", "--repeats", "1"])
+    assert data["benchmark"] == "memory" and len(data["comparisons"]) == 1
+    comparison = data["comparisons"][0]
+    assert comparison["baseline"]["what"] == "old" and comparison["goal"]["ratio_max"] == 1.0
+    assert set(data["figures"]["3000"]) == {"ours", "old"}  # small sizes: no figure asserted
+
+
 def test_bench_never_imports_ray():
     """Runs go through cluster.run and object-store timings through cluster/object_store_bench:
     Ray lives in cluster/ only (DESIGN.md), so no benchmark starts or stops it itself."""
@@ -85,7 +94,7 @@ def test_unknown_benchmark_is_refused(capsys):
     assert "unknown benchmark" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["ingest", "weights", "rollout", "learner", "e2e"])
+@pytest.mark.parametrize("name", ["ingest", "weights", "rollout", "learner", "e2e", "memory"])
 def test_every_benchmark_has_help(name, capsys):
     with pytest.raises(SystemExit) as exc:
         runner.main([name, "--help"])

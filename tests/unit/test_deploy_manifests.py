@@ -356,3 +356,36 @@ def test_cluster_launcher_config_is_valid_for_ray():
     local = ROOT / raw["file_mounts"][remote_dir] / PurePosixPath(config_path).name
     assert local == CLUSTER_CONFIG
     assert f"--config {config_path} --set cluster.address=auto" in README
+
+
+def test_prometheus_scrapes_the_configured_metrics_ports():
+    from rewardloop.auth import is_loopback
+
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "scrape.yaml").read_text())
+    jobs = {job["job_name"]: job for job in scrape["scrape_configs"]}
+    keep = {  # job -> (the pod's component label, the container port's name) it keeps
+        name: tuple(r["regex"] for r in job["relabel_configs"] if r.get("action") == "keep")
+        for name, job in jobs.items()
+        if "relabel_configs" in job
+    }
+    lc = run_config().learner
+    fb = load_config(CLUSTER_CONFIG, manifest_configs()["feedback-gateway"]).feedback
+    pods = [
+        (g["template"], "rewardloop-learner", lc) for g in RAYCLUSTER["spec"]["workerGroupSpecs"]
+    ]
+    pods.append((GATEWAY["spec"]["template"], "rewardloop-feedback-gateway", fb))
+    for template, job, cfg in pods:
+        component = template["metadata"]["labels"]["app.kubernetes.io/component"]
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in template["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        if job == "rewardloop-learner" and component != keep[job][0]:
+            assert "metrics" not in ports, component  # only the learner's pods are scraped
+            continue
+        assert keep[job] == (component, "metrics")
+        assert ports["metrics"] == cfg.metrics_port > 0, job
+        assert not is_loopback(cfg.metrics_host), f"{job}: Prometheus scrapes from another pod"
+    static = jobs["rewardloop-static"]["static_configs"][0]["targets"]
+    assert {t.rsplit(":", 1)[1] for t in static} == {str(lc.metrics_port), str(fb.metrics_port)}
