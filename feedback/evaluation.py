@@ -33,6 +33,11 @@ from .sources.for_task import audience_source, delayed, only_audience, train_rew
 TRAIN_REWARD = "train_reward"
 
 
+def rewards_of(scores: list) -> list[float]:
+    """Each score's reward; NaN for an item left unscored (None), which `by_key` skips."""
+    return [s.reward if s is not None else float("nan") for s in scores]
+
+
 class CountedSource:
     """Wraps a reward source for evaluation: counts calls, items, errors and seconds; an error
     leaves the batch unscored instead of raising."""
@@ -51,7 +56,7 @@ class CountedSource:
             self.counts["errors"] += 1
             scores = [None] * len(requests)
         self.counts["seconds"] = round(self.counts["seconds"] + time.perf_counter() - t0, 4)
-        return [s.reward if s is not None else float("nan") for s in scores]
+        return rewards_of(scores)
 
 
 @torch.no_grad()
@@ -106,7 +111,7 @@ def audience_values(source: RewardSource, requests: list[ScoreRequest]) -> tuple
     values = source.expected(requests)
     if values is not None:
         return list(values), True
-    return [s.reward if s is not None else float("nan") for s in source.score(requests)], False
+    return rewards_of(source.score(requests)), False
 
 
 def evaluate_policy(
@@ -177,7 +182,7 @@ class Evaluator:
             else:
                 out["audience"] = {"metric": self.task.metric, **figures}
         if "by_key" not in out:  # delayed reward, no audience: the run reports training reward
-            out.update(by_key=({}), mean=float("nan"), noise_free=False)
+            out.update(by_key={}, mean=float("nan"), noise_free=False)
         out["examples"] = {r.prompt_key: r.completion for r in requests[:: ec.samples_per_prompt]}
         return out
 

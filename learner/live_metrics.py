@@ -15,7 +15,7 @@ import threading
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from rewardloop.metrics import OFF, MetricsServer
+from rewardloop.metrics import MetricsServer
 
 SYNC_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -33,25 +33,20 @@ class LearnerMetrics:
             registry=self.registry,
         )
         self.registry.register(_Collector(self))
-        self.server = (
-            MetricsServer(self.registry, host, port, "learner.metrics_port")
-            if port != OFF
-            else None
-        )
+        self.server = MetricsServer(self.registry, host, port, "learner.metrics_port")
         self._lock = threading.Lock()
         self._driver: dict = {}
 
     def start(self) -> str:
         """Serve /metrics; returns its URL ("" when learner.metrics_port is -1)."""
-        return self.server.start() if self.server is not None else ""
+        return self.server.start()
 
     @property
     def url(self) -> str:
-        return self.server.url if self.server is not None and self.server.port else ""
+        return self.server.url
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        self.server.stop()
 
     def on_step(self, record: dict) -> None:
         if not record.get("skipped"):

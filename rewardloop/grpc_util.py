@@ -198,6 +198,11 @@ class GrpcServer:
         return f"{self.host}:{self.port}"
 
     @property
+    def target(self) -> str:
+        """ "grpcs://host:port" with TLS, else "grpc://host:port" (what reward.url takes)."""
+        return f"{'grpcs' if self.tls else 'grpc'}://{self.address}"
+
+    @property
     def unauthenticated(self) -> int:
         """Calls refused for a missing or wrong bearer token (0 without a token)."""
         return self._auth.denied if self._auth is not None else 0

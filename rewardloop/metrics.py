@@ -48,7 +48,8 @@ def record_endpoints(run_dir: str | Path, **endpoints: str) -> Path:
 
 
 class MetricsServer:
-    """`/metrics` of one registry over HTTP on (host, port); port 0 picks a free one."""
+    """`/metrics` of one registry over HTTP on (host, port); port 0 picks a free one, OFF (-1)
+    serves nothing (`start()` and `url` then give "")."""
 
     def __init__(
         self, registry: CollectorRegistry, host: str = "127.0.0.1", port: int = 0, what: str = ""
@@ -62,6 +63,8 @@ class MetricsServer:
 
     def start(self) -> str:
         """Serve on a daemon thread; returns the URL to scrape. A taken port -> ConfigError."""
+        if self.port == OFF:
+            return ""
         try:
             self._httpd, self._thread = start_http_server(
                 self.port, self.host, registry=self.registry
@@ -76,6 +79,9 @@ class MetricsServer:
 
     @property
     def url(self) -> str:
+        """The URL to scrape once started ("" before a port is bound, or when OFF)."""
+        if self.port in (0, OFF):
+            return ""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/metrics"
 

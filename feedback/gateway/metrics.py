@@ -14,7 +14,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from rewardloop.metrics import OFF, MetricsServer
+from rewardloop.metrics import MetricsServer
 
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600)
 ERROR_KINDS = ("unauthenticated", "too_large", "not_found", "invalid", "error", "internal")
@@ -41,19 +41,14 @@ class GatewayMetrics:
         )
         self.registry.register(_Collector(core))
         core.on_rated = self.latency.observe
-        self.server = (
-            MetricsServer(self.registry, host, port, "feedback.metrics_port")
-            if port != OFF
-            else None
-        )
+        self.server = MetricsServer(self.registry, host, port, "feedback.metrics_port")
 
     def start(self) -> str:
         """Serve /metrics; returns its URL ("" when feedback.metrics_port is -1)."""
-        return self.server.start() if self.server is not None else ""
+        return self.server.start()
 
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        self.server.stop()
 
 
 class _Collector:

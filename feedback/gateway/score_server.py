@@ -123,7 +123,7 @@ class ScoreServer:
 
     @property
     def target(self) -> str:
-        return f"{'grpcs' if self._server.tls else 'grpc'}://{self._server.address}"
+        return self._server.target
 
     def stats(self) -> dict:
         """{"request_errors": {kind: count}}: unauthenticated, invalid, reward_fn."""

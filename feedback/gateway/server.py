@@ -177,7 +177,7 @@ class GrpcGateway:
 
     @property
     def target(self) -> str:
-        return f"{'grpcs' if self._server.tls else 'grpc'}://{self._server.address}"
+        return self._server.target
 
     def start(self) -> GrpcGateway:
         try:

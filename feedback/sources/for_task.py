@@ -8,7 +8,6 @@ Every other kind is the same for every task (`factory.make_reward_source`).
 from __future__ import annotations
 
 from rewardloop.config import RewardConfig, RunConfig
-from rewardloop.errors import ConfigError
 from rewardloop.tasks import get_task
 
 from .base import RewardSource
@@ -36,22 +35,14 @@ def audience_source(cfg: RunConfig, seed: int) -> RewardSource | None:
 
 
 def train_reward_source(cfg: RunConfig, seed: int) -> RewardSource:
-    """The configured reward source of a rollout worker."""
-    factory = audience_factory(cfg)
-    if factory is None:
-        kinds = [sub.kind for _, _, sub in cfg.reward.source_configs()] or [cfg.reward.kind]
-        if "persona" in kinds:
-            raise ConfigError(
-                f"reward.kind: persona is a task's simulated audience and task={cfg.task} has "
-                "none; use function, http, grpc or human"
-            )
-    return make_reward_source(cfg, seed=seed, persona_factory=factory)
+    """The configured reward source of a rollout worker (`persona` for a task without an
+    audience never gets here: RunConfig refuses it, naming reward.kind)."""
+    return make_reward_source(cfg, seed=seed, persona_factory=audience_factory(cfg))
 
 
 def delayed(cfg: RunConfig) -> bool:
     """True when some part of the reward comes later (people rating through the gateway)."""
-    kinds = [sub.kind for _, _, sub in cfg.reward.source_configs()] or [cfg.reward.kind]
-    return "human" in kinds
+    return "human" in cfg.reward.kinds()
 
 
 def only_audience(cfg: RunConfig) -> bool:

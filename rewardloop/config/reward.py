@@ -68,6 +68,10 @@ class RewardConfig(_Section):
         )
         self.source_configs()  # validates every entry of `sources`
 
+    def kinds(self) -> list[str]:
+        """The kind of every part of the reward: each of `sources`, else `kind` alone."""
+        return [sub.kind for _, _, sub in self.source_configs()] or [self.kind]
+
     def source_configs(self) -> list[tuple[str, float, RewardConfig]]:
         """(name, weight, config) per entry of `sources`; each inherits this section's other keys."""
         known = {f.name for f in dataclasses.fields(self)} - {"sources"}

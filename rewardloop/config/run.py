@@ -164,7 +164,7 @@ class RunConfig(_Section):
         )
         rewards = [sub for _, _, sub in self.reward.source_configs()] or [self.reward]
         _require(
-            all(r.kind != "persona" for r in rewards) or bool(get_task(self.task).audience),
+            "persona" not in self.reward.kinds() or bool(get_task(self.task).audience),
             self.reward.key("kind"),
             f"persona is a task's simulated audience and task={self.task} has none; "
             "use function, http, grpc or human",

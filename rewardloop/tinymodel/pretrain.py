@@ -18,6 +18,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rewardloop.config import ModelConfig
+from rewardloop.sampling import sample_completions
 
 N_POSITIONS = 64
 N_HEAD = 4
@@ -132,7 +133,6 @@ def _mean_tail(values: list[float], n: int = 20) -> float:
     return sum(tail) / len(tail) if tail else float("nan")
 
 
-@torch.no_grad()
 def sample_texts(
     model: GPT2LMHeadModel,
     tokenizer: PreTrainedTokenizerFast,
@@ -141,37 +141,17 @@ def sample_texts(
     temperature: float = 1.0,
     seed: int = 0,
 ) -> list[str]:
-    """One sampled completion per prompt (pure sampling with a KV cache), decoded without eos."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    width = max(len(r) for r in rows)
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
-    next_pos = pos[:, -1:] + 1
-    done = torch.zeros(len(rows), dtype=torch.bool)
-    tokens = []
-    for _ in range(max_new_tokens):
-        probs = torch.softmax(out.logits[:, -1, :].float() / temperature, dim=-1)
-        tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-        tok = torch.where(done, torch.full_like(tok, eos), tok)
-        tokens.append(tok)
-        done |= tok == eos
-        if bool(done.all()):
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(
-            input_ids=tok[:, None],
-            attention_mask=mask,
-            position_ids=next_pos,
-            cache=out.cache,
-            use_cache=True,
-        )
-        next_pos = next_pos + 1
-    texts = []
-    for row in torch.stack(tokens, dim=1).tolist():
-        row = row[: row.index(eos)] if eos in row else row
-        texts.append(tokenizer.decode(row))
-    return texts
+    """One sampled completion per prompt (the rollout sampler, `rewardloop.sampling`), decoded
+    without eos: what the build reports judge."""
+    eos = tokenizer.eos_token_id
+    samples = sample_completions(
+        model,
+        tokenizer(prompts, add_special_tokens=False)["input_ids"],
+        1,
+        max_new_tokens,
+        eos_id=eos,
+        pad_id=tokenizer.pad_token_id,
+        temperature=temperature,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return [tokenizer.decode([t for t in s.completion_ids if t != eos]) for s in samples]

@@ -51,11 +51,11 @@ def wait_until(cond, timeout_s: float = 5.0, what: str = "condition") -> None:
 class RawStream:
     """A raw bidi stream, for speaking the protocol wrongly on purpose."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, timeout_s: float = 10.0):
         self.channel = grpc_util.new_channel(address)
         self.requests: queue.Queue = queue.Queue()
         stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
-        self.call = stub.Stream(iter(self.requests.get, None), timeout=10.0)
+        self.call = stub.Stream(iter(self.requests.get, None), timeout=timeout_s)
 
     def send(self, msg: trajectory_pb2.TrajectoryBatch) -> None:
         self.requests.put(msg)

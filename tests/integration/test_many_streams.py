@@ -5,19 +5,18 @@ graceful stop with every stream still open. Real gRPC on port 0; no sleeps as sy
 
 from __future__ import annotations
 
-import queue
 import time
 
 import grpc
 import pytest
 import torch
-from ingest_testutil import VOCAB, Version, traj, wait_until
+from ingest_testutil import VOCAB, RawStream, Version, traj, wait_until
 
 from rewardloop import grpc_util
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.ingest_server import SERVICE_NAME, IngestServer
 from rewardloop.learner.weight_server import WeightServer
-from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc, weights_pb2, weights_pb2_grpc
+from rewardloop.pb import trajectory_pb2, weights_pb2, weights_pb2_grpc
 from rewardloop.weight_wire import SERVICE_NAME as WEIGHTS_SERVICE
 from rewardloop.wire import batch_to_proto
 
@@ -27,14 +26,11 @@ DEADLINE_S = 30.0  # every client call's deadline: a hang fails the test, it nev
 HEALTH_DEADLINE_S = 1.0
 
 
-class Worker:
+class Worker(RawStream):
     """A lightweight ingest client: one raw bidi stream on its own channel, driven in turn."""
 
     def __init__(self, address: str, worker_id: str):
-        self.channel = grpc_util.new_channel(address)
-        self.requests: queue.Queue = queue.Queue()
-        stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
-        self.call = stub.Stream(iter(self.requests.get, None), timeout=DEADLINE_S)
+        super().__init__(address, timeout_s=DEADLINE_S)
         self.worker_id = worker_id
         self.requests.put(
             trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id=worker_id))
@@ -42,14 +38,6 @@ class Worker:
 
     def send_batch(self, seq: int, tid: str) -> None:
         self.requests.put(batch_to_proto(seq, [traj(tid, worker_id=self.worker_id)]))
-
-    def next_ack(self) -> trajectory_pb2.Ack:
-        return next(self.call)
-
-    def close(self) -> None:
-        self.requests.put(None)
-        self.call.cancel()
-        self.channel.close()
 
 
 def health_latencies(address: str, service: str, n: int = 10) -> list[float]:
