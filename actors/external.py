@@ -197,6 +197,9 @@ class ExternalWorker:
             reconnects=client.get("reconnects", 0)
             + (self.weights.reconnects if self.weights else 0),
             carried=client.get("carried", 0),
+            # held at exit, not yet acked: kept by a send that gave up, or awaiting rewards
+            unsent=(self.client.carried if self.client is not None else 0)
+            + (sum(len(p.members) for p in self.worker.pending.values()) if self.worker else 0),
             stopped=self.stopped_because,
         )
         return out

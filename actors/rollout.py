@@ -13,7 +13,8 @@ A member whose reward is NaN or inf (from any reward source) is dropped here, co
 `non_finite_rewards` and logged once per source, so nothing non-finite reaches the learner and
 no sibling waits for it: the rest of its group goes on with `group_size` fixed up, or, with
 fewer than 2 members left (no comparison to learn from), is dropped too (`groups_dropped`,
-its members in `siblings_dropped`).
+its members in `siblings_dropped`). A reward source that fails after its own bounded retries
+(`Unavailable`) fails that generation: dropped, counted in `reward_failed`; the worker goes on.
 
 The learner is seen only through `rewardloop.sink.TrajectorySink`. Where the sink does not ration
 (`credits is None`: a ListSink in tests, benchmarks), a version feeds at most max_staleness + 1
@@ -23,19 +24,19 @@ generations instead. Every wait returns early once `stop` is set.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 
+from rewardloop import lora
+from rewardloop.actors.rollout_records import PendingGroup, is_finite_score, new_counters
 from rewardloop.config import RunConfig
 from rewardloop.errors import Unavailable
-from rewardloop.prompts import PromptSource
+from rewardloop.prompts import PromptSource, encode_prompt
 from rewardloop.sampling import sample_completions
 from rewardloop.scoring import EXPIRED, Score, Scorer, ScoreRequest
 from rewardloop.sink import CreditWait, TrajectorySink
@@ -48,24 +49,6 @@ WeightSource = Callable[[int], WeightUpdate]
 WeightWait = Callable[[int, float], WeightUpdate]
 """wait(newer_than, timeout_s): like poll, but blocks up to timeout_s for a newer version."""
 WAIT_SLICE_S = 0.5  # longest single blocking call, so that a set `stop` is seen this soon
-
-
-@dataclass
-class _PendingGroup:
-    members: list[Trajectory]
-    waiting: set[str]
-    created: float = field(default_factory=time.monotonic)
-    non_finite: int = 0
-    """Members dropped for a NaN or inf reward."""
-
-
-def _finite(score: Score) -> bool:
-    """The reward and every named part are finite numbers (what the learner's ingest admits)."""
-    try:
-        values = [float(score.reward), *(float(p.value) for p in score.parts)]
-    except (TypeError, ValueError):
-        return False
-    return all(math.isfinite(v) for v in values)
 
 
 class RolloutWorker:
@@ -98,28 +81,12 @@ class RolloutWorker:
         self.generator = torch.Generator().manual_seed(seed)
         self.version = 0
         self.generations_on_version = 0
-        self.pending: dict[str, _PendingGroup] = {}
+        self.pending: dict[str, PendingGroup] = {}
         self._warned_sources: set[str] = set()  # non-finite rewards are logged once per source
-        self.counters = {
-            "generations": 0,
-            "groups": 0,
-            "trajectories": 0,
-            "tokens": 0,
-            "sent": 0,
-            "accepted": 0,
-            "duplicate": 0,
-            "rejected": 0,
-            "non_finite_rewards": 0,
-            "groups_dropped": 0,
-            "siblings_dropped": 0,
-            "weight_swaps": 0,
-            "waited_for_version_s": 0.0,
-            "generate_s": 0.0,
-            "reward_s": 0.0,
-            "send_s": 0.0,
-            "waited_for_ratings_s": 0.0,
-            "waited_for_credits_s": 0.0,
-        }
+        # told (id, outcome, reason) of each trajectory dropped here, never sent: the spool's
+        # journal (actors/spool.py) keeps them, so the run's accounting knows of them
+        self.on_dropped: Callable[[list[tuple[str, str, str]]], None] | None = None
+        self.counters = new_counters()
 
     # -- weights -------------------------------------------------------------------------
     def maybe_swap_weights(self) -> bool:
@@ -134,7 +101,7 @@ class RolloutWorker:
         version, state = update
         if version <= self.version and self.counters["weight_swaps"] > 0:
             return False
-        self.model.load_state_dict(state)
+        lora.load_weights(self.model, state)  # full weights, or the adapter onto the base
         self.version = version
         self.generations_on_version = 0
         self.counters["weight_swaps"] += 1
@@ -240,9 +207,7 @@ class RolloutWorker:
         completions for each; returns trajectories (reward filled in when known)."""
         rc = self.cfg.rollout
         prompts = self.prompts.sample(n_groups or rc.prompts_per_generation, self.rng)
-        prompt_ids = [
-            self.tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts
-        ]
+        prompt_ids = [encode_prompt(self.tokenizer, p.text) for p in prompts]
         t0 = time.perf_counter()
         samples = sample_completions(
             self.model,
@@ -280,7 +245,10 @@ class RolloutWorker:
             )
             for t, s in zip(trajectories, samples, strict=True)
         ]
-        scores = self.reward.score(requests)
+        try:
+            scores, failure = self.reward.score(requests), None
+        except Unavailable as exc:  # timed out or failed after its retries (reward.timeout_s,
+            scores, failure = None, exc  # reward.retries): these fail, the worker goes on
         self.counters["generate_s"] += t1 - t0
         self.counters["reward_s"] += time.perf_counter() - t1
         self.counters["generations"] += 1
@@ -288,9 +256,12 @@ class RolloutWorker:
         self.counters["trajectories"] += len(trajectories)
         self.counters["tokens"] += sum(len(s.completion_ids) for s in samples)
         self.generations_on_version += 1
+        if failure is not None:
+            self._reward_failed(trajectories, failure)
+            return []
         for gid in group_ids:
             members = [t for t in trajectories if t.group_id == gid]
-            self.pending[gid] = _PendingGroup(members, {t.id for t in members})
+            self.pending[gid] = PendingGroup(members, {t.id for t in members})
         for t, score in zip(trajectories, scores, strict=True):
             if score is not None:
                 self._complete(t.id, score)
@@ -302,9 +273,11 @@ class RolloutWorker:
                 t = next(m for m in group.members if m.id == trajectory_id)
                 if score.source == EXPIRED:  # a delayed rating that will never come: drop it
                     group.members.remove(t)
-                elif not _finite(score):  # ingest would reject it: drop it here, counted
+                    self._dropped([t], "expired", "rating: expired before it came")
+                elif not is_finite_score(score):  # ingest would reject it: drop it here, counted
                     group.members.remove(t)
                     group.non_finite += 1
+                    self._dropped([t], "rejected", f"reward: not finite ({score.reward!r})")
                     self._count_non_finite(score)
                 else:
                     t.reward = float(score.reward)
@@ -318,6 +291,22 @@ class RolloutWorker:
                     )
                 group.waiting.discard(trajectory_id)
                 return
+
+    def _reward_failed(self, trajs: list[Trajectory], exc: Exception) -> None:
+        """The reward source gave up on a generation: its trajectories are dropped, counted in
+        `reward_failed` (never waited on: the source's own deadline and retries bound the call)."""
+        self.counters["reward_failed"] += len(trajs)
+        log.warning(
+            "worker %s: reward source failed, %d trajectories dropped (reward_failed): %s",
+            self.worker_id,
+            len(trajs),
+            exc,
+        )
+        self._dropped(trajs, "rejected", f"reward: the reward source failed ({exc})")
+
+    def _dropped(self, trajs: list[Trajectory], outcome: str, reason: str) -> None:
+        if self.on_dropped is not None and trajs:
+            self.on_dropped([(t.id, outcome, reason) for t in trajs])
 
     def _count_non_finite(self, score: Score) -> None:
         self.counters["non_finite_rewards"] += 1
@@ -345,6 +334,8 @@ class RolloutWorker:
             if group.non_finite and len(members) < 2:
                 self.counters["groups_dropped"] += 1
                 self.counters["siblings_dropped"] += len(members)
+                reason = "group: fewer than 2 members left after non-finite rewards"
+                self._dropped(members, "rejected", reason)
                 continue
             for t in members:
                 t.group_size = len(members)
@@ -359,9 +350,11 @@ class RolloutWorker:
         result = self.sink.send(ready)
         self.counters["send_s"] += time.perf_counter() - t0
         self.counters["sent"] += len(ready)
-        self.counters["accepted"] += len(result.accepted)
-        self.counters["duplicate"] += len(result.duplicate)
-        self.counters["rejected"] += len(result.rejected)
+        self._count_result(result)
+
+    def _count_result(self, result) -> None:
+        for key in ("accepted", "duplicate", "rejected"):
+            self.counters[key] += len(getattr(result, key))
 
     def run(self, stop: threading.Event, max_generations: int | None = None) -> dict:
         """The loop; returns counters. Transient learner unavailability is retried, not fatal."""
@@ -384,4 +377,24 @@ class RolloutWorker:
                 if stop.is_set():
                     break
                 log.warning("worker %s: %s; retrying", self.worker_id, exc)
+        return dict(self.counters)
+
+    def drain(self, timeout_s: float) -> dict:
+        """After `run()` stopped (a scale-down): send what is still held -- groups whose delayed
+        rewards arrive within `timeout_s`, and any the sink kept after a failed send -- then
+        count what is left in `unsent_at_exit`. Returns the counters."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.flush()
+                if getattr(self.sink, "carried", 0):  # kept by a failed send: alone now
+                    self._count_result(self.sink.send([]))
+            except Unavailable as exc:
+                log.warning("worker %s: draining: %s", self.worker_id, exc)
+            left = sum(len(p.members) for p in self.pending.values())
+            left += getattr(self.sink, "carried", 0)
+            if not left or time.monotonic() >= deadline:
+                break
+            self._idle()
+        self.counters["unsent_at_exit"] = left
         return dict(self.counters)

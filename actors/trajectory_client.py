@@ -3,12 +3,18 @@
 `TrajectoryClient` is the `rewardloop.sink.TrajectorySink` a rollout worker sends to.
 
 `send()` blocks until the learner's credits allow each batch, waits for every batch's Ack, and
-returns what was accepted, duplicate or rejected. A background thread reads Acks (results and
-credit grants). If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the
-channel and stream with bounded, backed-off retries (`max_retries` attempts, and for at least
-`reconnect_s` seconds: a worker outside the cluster waits out a learner restart) and re-sends
-whatever was not yet acked; the learner reports the ones it had already admitted as duplicates,
-so nothing is lost and nothing is trained on twice. When a send() gives up with Unavailable, its
+returns what was accepted, duplicate or rejected. Batches go out in the column form
+(`rewardloop.wire_columns`: one message of ~20 fields per batch, not one sub-message per
+trajectory), and their Acks name only the duplicate and rejected ids (`accepted_rest`). A
+background thread reads Acks (results and credit grants). If the stream breaks (learner
+restarting, UNAVAILABLE) the client rebuilds the channel and stream with bounded, backed-off
+retries (`max_retries` attempts, and for at least `reconnect_s` seconds: a worker outside the
+cluster waits out a learner restart) and re-sends whatever was not yet acked; the learner
+reports the ones it had already admitted as duplicates, so nothing is lost and nothing is
+trained on twice. Acked trajectories are kept too, up to
+`retain_acked`, until an Ack's `durable_version` says a learner checkpoint covers them; a new
+stream from another learner `incarnation` (Ray restarted it from an older checkpoint) gets them
+again first (`actors/retain.py`). When a send() gives up with Unavailable, its
 unacked trajectories are kept and go first in the next send() (`carried` counts them). The
 client never has more trajectories on a stream than that stream granted. `ca_cert` (a PEM
 path) turns on TLS, `token` is sent as `authorization: Bearer` on the stream; a missing or
@@ -27,17 +33,18 @@ from collections.abc import Iterator
 import grpc
 
 from rewardloop import grpc_util
+from rewardloop.actors.retain import AckedWindow
 from rewardloop.errors import Unavailable
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.sink import CreditWait, SendResult
 from rewardloop.trajectory import Trajectory
-from rewardloop.wire import batch_to_proto
+from rewardloop.wire_columns import accepted_ids, batch_to_columns
 
 __all__ = ["CreditWait", "SendResult", "TrajectoryClient"]
 
 
-def _add_ack(result: SendResult, ack: trajectory_pb2.Ack) -> None:
-    result.accepted.extend(ack.accepted)
+def _add_ack(result: SendResult, ack: trajectory_pb2.Ack, sent: list[Trajectory]) -> None:
+    result.accepted.extend(accepted_ids(ack, sent) if ack.accepted_rest else ack.accepted)
     result.duplicate.extend(ack.duplicate)
     result.rejected.extend((r.id, r.reason) for r in ack.rejected)
     result.learner_version = max(result.learner_version, ack.learner_version)
@@ -58,6 +65,8 @@ class _Stream:
         self.ended = False
         self.error: grpc.RpcError | None = None
         self.learner_version = -1
+        self.incarnation = ""  # the learner process answering (trajectory.proto Ack)
+        self.durable_version = 0
         self._requests: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
@@ -89,6 +98,8 @@ class _Stream:
                     self.granted += ack.credits
                     self.peak_credits = max(self.peak_credits, self.credits)
                     self.learner_version = ack.learner_version
+                    self.incarnation = ack.incarnation or self.incarnation
+                    self.durable_version = max(self.durable_version, ack.durable_version)
                     if ack.batch_seq:
                         self.acks[ack.batch_seq] = ack
                     self.ready = True
@@ -128,6 +139,7 @@ class TrajectoryClient:
         ca_cert: str = "",
         token: str = "",
         reconnect_s: float = 0.0,
+        retain_acked: int = 0,
     ):
         if not worker_id:
             raise ValueError("worker_id: must not be empty")
@@ -140,6 +152,9 @@ class TrajectoryClient:
         self.max_retries = max_retries
         self.reconnect_s = reconnect_s  # keep retrying a lost learner at least this long
         self._carry: list[Trajectory] = []  # unacked when a send() gave up; sent first next time
+        # acked, not yet in a learner checkpoint: re-sent to a restarted learner (retain.py)
+        self._retained = AckedWindow(retain_acked)
+        self._resend: list[Trajectory] = []
         self._ca_cert, self._token = ca_cert, token  # TLS trust (PEM path), learner.token
         self._stream: _Stream | None = None
         self._connected_before = False
@@ -170,11 +185,17 @@ class TrajectoryClient:
         st = self._stream
         return st.learner_version if st is not None else -1
 
+    @property
+    def carried(self) -> int:
+        """Unacked trajectories kept after a send() gave up; the next send() sends them first."""
+        return len(self._carry)
+
     def stats(self) -> dict:
         """Counters since construction; `*_on_stream` are the current stream's totals."""
         out = dict(self._stats)
         st = self._stream
         out["credits"] = self.credits
+        out.update(self._retained.stats())
         out["connected"] = self._connected_before  # reached the learner at least once
         out["granted_on_stream"] = st.granted if st is not None else 0
         out["sent_on_stream"] = st.sent if st is not None else 0
@@ -231,7 +252,7 @@ class TrajectoryClient:
         not acked then is carried into the next send().
         """
         result = SendResult()
-        if not trajs and not self._carry:
+        if not trajs and not self._carry and not self._resend:
             return result
         with self._send_lock:
             ids = {t.id for t in trajs}
@@ -263,10 +284,15 @@ class TrajectoryClient:
             if self._aborted.is_set():
                 raise Unavailable(f"trajectory client for {self.target}: aborted")
             st = self._stream or self._connect()
+            if self._resend:  # a restarted learner: what it may lack goes first (retain.py)
+                pending.extendleft(reversed(self._resend))
+                self._resend = []
             with st.cond:
                 for seq in [s for s in st.acks if s in unacked]:
-                    _add_ack(result, st.acks.pop(seq))
-                    del unacked[seq]
+                    ack, chunk = st.acks.pop(seq), unacked.pop(seq)[1]
+                    _add_ack(result, ack, chunk)
+                    self._retained.add(chunk, ack.learner_version, st.durable_version)
+                self._retained.forget_below(st.durable_version)
                 if st.ended:
                     # Re-send what was not acked, in the original order, on a new stream.
                     pending.extendleft(
@@ -288,7 +314,7 @@ class TrajectoryClient:
                     k = min(st.credits, self.batch_size, len(pending))
                     seq = next(self._seq)
                     chunk = [pending.popleft() for _ in range(k)]
-                    st.put(batch_to_proto(seq, chunk), k)
+                    st.put(batch_to_columns(seq, chunk), k)
                     unacked[seq] = (time.monotonic(), chunk)
                     self._stats["sent"] += k
                     self._stats["batches"] += 1
@@ -329,6 +355,7 @@ class TrajectoryClient:
                 ready, ended, error = st.ready, st.ended, st.error
             if ready:
                 self._stream = st
+                self._resend.extend(self._retained.on_stream(st.incarnation))
                 if self._connected_before:
                     self._stats["reconnects"] += 1
                 self._connected_before = True

@@ -26,6 +26,14 @@ from rewardloop.weight_wire import ObjectStoreWeights
 RECENT_VERSIONS = 8  # kept reachable by number, so the driver can save one it evaluated
 WEIGHT_WAITERS = 64  # threads for weight fetches and long-polls: one per rollout worker, at most
 MAX_WAIT_S = 10.0  # longest one long-poll call is held in the learner
+LEARNER_AWAY = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.GetTimeoutError,
+    ray.exceptions.ObjectLostError,
+)
+"""What a call to a learner that Ray is restarting raises (ActorDiedError and
+ActorUnavailableError are RayActorErrors), one that did not answer in time, or weights whose
+owner (the learner process that put them) died (OwnerDiedError is an ObjectLostError)."""
 
 
 def _setup(threads: int) -> None:
@@ -55,17 +63,24 @@ class LearnerActor:
     """Ray shell over learner.service.LearnerService; its versions live in a WeightRegistry of
     object refs (answers are `(version, [ref])`: a list, so Ray hands back the ref itself)."""
 
-    def __init__(self, cfg: RunConfig):
-        from rewardloop.learner.service import LearnerService
+    def __init__(self, cfg: RunConfig, resume: bool = False):
+        from .resume import boot_learner
 
         _setup(cfg.learner.torch_threads)
         device = cfg.learner.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        model, tokenizer, self.model_path = load_policy(cfg)
-        self.registry = WeightRegistry(keep=RECENT_VERSIONS, max_wait_s=MAX_WAIT_S)
-        self.service = LearnerService(cfg, model, tokenizer, publish=self._publish, device=device)
         self.device = device
+        self.registry = WeightRegistry(keep=RECENT_VERSIONS, max_wait_s=MAX_WAIT_S)
+        # Fresh, resumed (`train --resume`) or restarted by Ray after its process died: then it
+        # comes back from its newest resume checkpoint and serves and trains again on its own
+        # (cluster/resume.py), while the driver's calls retry through the restart.
+        self.service, self.model_path, self.boot = boot_learner(cfg, self._publish, device, resume)
+        self._endpoints: dict = {}
+        self._training = False
+        if self.boot["restarted"]:
+            self.start()
+            self.start_training(cfg.learner.max_steps)
 
     def _publish(self, version: int, state: dict) -> None:
         ref = ray.put(ObjectStoreWeights(state))  # one buffer; ray.get returns the state dict
@@ -76,8 +91,13 @@ class LearnerActor:
         return None if latest is None else (latest[0], [latest[1]])
 
     def start(self) -> dict:
+        from .resume import record_ports
+
+        if self._endpoints:  # already serving (a restarted learner starts itself)
+            return self._endpoints
         address = self.service.start()
-        return {
+        record_ports(self.service)
+        self._endpoints = {
             "ingest": _advertised(address),
             "weights": _advertised(self.service.weight_address)
             if self.service.weight_address
@@ -86,9 +106,20 @@ class LearnerActor:
             "model_path": self.model_path,
             "metrics": _advertised_url(self.service.live.url),
         }
+        return self._endpoints
+
+    def endpoints(self) -> dict:
+        """What start() answered ({} before): a restarted learner may serve on new ports."""
+        return self._endpoints
+
+    def incarnation(self) -> dict:
+        """This learner process: its id, pid, and what it was restored from (resume.py)."""
+        return {"incarnation": self.service.incarnation, "pid": os.getpid(), **self.boot}
 
     def start_training(self, max_steps: int) -> None:
-        self.service.start_training(max_steps)
+        if not self._training:  # a restarted learner is training already
+            self._training = True
+            self.service.start_training(max_steps)
 
     @ray.method(concurrency_group="weights")
     def latest_weights(self, have_version: int):
@@ -132,7 +163,12 @@ class LearnerActor:
 @ray.remote(max_concurrency=4)
 class RolloutActor:
     """Ray shell over actors.rollout.RolloutWorker. Created before the learner is up (it loads
-    its model meanwhile); `run(endpoints)` connects to the learner and loops."""
+    its model meanwhile); `run(endpoints)` connects to the learner and loops.
+
+    Restartable (`rollout.max_restarts`, cluster/pool.py): what it sends goes through its spool
+    (actors/spool.py, `<spool_dir>/<worker_id>/`), so when Ray restarts a killed worker (the
+    constructor runs again with the same worker id) and the driver calls `run` again, the new
+    process re-sends what the dead one never got acked before it generates anything new."""
 
     def __init__(self, worker_id: str, cfg: RunConfig, learner, seed: int):
         from rewardloop.feedback.sources.for_task import train_reward_source
@@ -145,21 +181,34 @@ class RolloutActor:
         self.reward = train_reward_source(cfg, seed)
         self._learner = learner
         self._stop = threading.Event()
+        self._draining = False
         self._timeout = cfg.rollout.rpc_timeout_s
         self.client = None
         self.worker = None
+        self.sink = None
+        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
 
     def ready(self) -> str:
         """Answers once the constructor (model loading) is done."""
         return self.worker_id
 
     def _object_store_weights(self, have_version: int):
-        latest = ray.get(self._learner.latest_weights.remote(have_version), timeout=self._timeout)
-        return self._fetch(latest)
+        try:
+            latest = ray.get(
+                self._learner.latest_weights.remote(have_version), timeout=self._timeout
+            )
+            return self._fetch(latest)
+        except LEARNER_AWAY:  # restarting (learner.max_restarts): no newer weights for now
+            self._stop.wait(1.0)  # a back-off, not a sync point: keeps a wait loop from spinning
+            return None
 
     def _object_store_wait(self, newer_than: int, timeout_s: float):
-        ref = self._learner.wait_for_version.remote(newer_than, timeout_s)
-        return self._fetch(ray.get(ref, timeout=timeout_s + self._timeout))
+        try:
+            ref = self._learner.wait_for_version.remote(newer_than, timeout_s)
+            return self._fetch(ray.get(ref, timeout=timeout_s + self._timeout))
+        except LEARNER_AWAY:
+            self._stop.wait(1.0)
+            return None
 
     def _fetch(self, latest):
         if latest is None:
@@ -169,6 +218,8 @@ class RolloutActor:
 
     def _build(self, endpoints: dict) -> None:
         from rewardloop.actors.rollout import RolloutWorker
+        from rewardloop.actors.spool import Spool, spool_root
+        from rewardloop.actors.spooled_sink import SpooledSink
         from rewardloop.actors.trajectory_client import TrajectoryClient
         from rewardloop.auth import resolve_token
 
@@ -181,8 +232,12 @@ class RolloutActor:
             self.worker_id,
             timeout_s=self._timeout,
             batch_size=cfg.rollout.send_batch_size,
+            # through a learner restart: reconnect that long, re-send what it may lack
+            reconnect_s=cfg.learner.restart_timeout_s if cfg.learner.max_restarts else 0.0,
+            retain_acked=cfg.rollout.retain_acked,
             **secure,
         )
+        self.sink = SpooledSink(self.client, Spool(spool_root(cfg) / self.worker_id))
         if cfg.rollout.weight_sync == "grpc":
             from rewardloop.actors.weight_client import WeightClient
 
@@ -197,27 +252,58 @@ class RolloutActor:
             self.tokenizer,
             self.prompts,
             self.reward,
-            self.client,
+            self.sink,
             weights=weights,
             seed=self.seed,
             wait_weights=wait,
         )
+        self.worker.on_dropped = self.sink.dropped
 
     def run(self, endpoints: dict, max_generations: int | None = None) -> dict:
         if self._stop.is_set():
             return {}
         self._build(endpoints)
         try:
-            return self.worker.run(self._stop, max_generations)
+            self._resend()
+            counters = self.worker.run(self._stop, max_generations)
+            if self._draining:  # a scale-down: what the last generation made is sent first
+                counters = self.worker.drain(self._timeout)
+            return {**self._identity(), **counters, **self.sink.spool_stats()}
         finally:
             self.client.close()
+            self.sink.spool.close()
+
+    def _resend(self) -> None:
+        """What a killed predecessor left unacked in the spool goes first (de-duplicated by id
+        at the learner); if the learner is unreachable now, the client carries it on."""
+        from rewardloop.errors import Unavailable
+
+        try:
+            self.sink.resend_unacked()
+        except Unavailable as exc:
+            logging.getLogger(__name__).warning("%s: re-send: %s", self.worker_id, exc)
+
+    def _identity(self) -> dict:
+        return {"worker_id": self.worker_id, "restarted": self.restarted, "pid": os.getpid()}
+
+    def pid(self) -> int:
+        """This worker's process id (a fault test or `rewardloop chaos` kills it)."""
+        return os.getpid()
 
     def stats(self) -> dict:
         if self.worker is None:
             return {}
-        return {"version": self.worker.version, **self.worker.counters}
+        spool = self.sink.spool_stats() if self.sink is not None else {}
+        return {**self._identity(), "version": self.worker.version, **self.worker.counters, **spool}
 
     def stop(self) -> None:
         self._stop.set()
         if self.client is not None:
             self.client.abort()  # a send waiting for credits returns now
+
+    def drain(self) -> None:
+        """Leave the run (RolloutPool.scale): finish the current generation and send it, and
+        whatever else is held, before run() returns. Unlike stop(), the stream stays open, so
+        the last groups still get credits and acks from the learner, which is still training."""
+        self._draining = True
+        self._stop.set()

@@ -11,6 +11,8 @@ scheduled outside it with the same `cluster.rollout_resources`.
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 import ray
 
@@ -18,8 +20,21 @@ from rewardloop.config import RunConfig, buffer_capacity
 
 from .actors import RolloutActor
 from .placement import Placement, rollout_options
+from .restarts import RUN, WAIT, RestartBook, actor_state
 
 log = logging.getLogger(__name__)
+DRAIN_GRACE_S = 10.0  # beyond 2 x rollout.rpc_timeout_s: a retiring worker's last generation
+
+
+@dataclass
+class _Retiring:
+    """A worker `scale` removed: it finishes its generation and sends it, then `reap` kills it."""
+
+    worker_id: str
+    actor: object
+    run_ref: ray.ObjectRef | None
+    deadline: float
+    aborted: bool = False
 
 
 class RolloutPool:
@@ -38,6 +53,11 @@ class RolloutPool:
         self.workers: list[tuple[str, object, ray.ObjectRef | None]] = []
         self.slots: dict[str, int | None] = {}  # worker_id -> its bundle (None = outside)
         self._next_id = 0
+        self.retiring: list[_Retiring] = []  # removed by scale(), still sending their last groups
+        self.retired: list[dict] = []  # their final counters (worker_id included), for summary.json
+        self._ready: dict[str, tuple[ray.ObjectRef, float]] = {}  # added by scale: (ready(), since)
+        self.restarts = RestartBook(cfg.rollout.max_restarts)  # dead workers: restarts.py
+        self._reported: set[ray.ObjectRef] = set()  # run() refs of deaths past the restarts
 
     def launch(self, n: int) -> None:
         """Create actors until n exist, without running them (they load their model now)."""
@@ -45,15 +65,15 @@ class RolloutPool:
             worker_id = f"worker-{self._next_id}"
             seed = self.cfg.seed * 1000 + self._next_id + 1
             self._next_id += 1
-            actor = RolloutActor.options(**self._options(worker_id)).remote(
-                worker_id, self.cfg, self.learner, seed
-            )
+            options = {**self._options(worker_id), **self.restarts.actor_options()}
+            actor = RolloutActor.options(**options).remote(worker_id, self.cfg, self.learner, seed)
             self.workers.append((worker_id, actor, None))
 
     def _options(self, worker_id: str) -> dict:
         if self.placement is None:
             return rollout_options(self.cfg)
         taken = {self.slots.get(wid) for wid, _, _ in self.workers}
+        taken |= {self.slots.get(r.worker_id) for r in self.retiring}  # bundle held until it exits
         free = [i for i in range(self.placement.worker_slots) if i not in taken]
         self.slots[worker_id] = free[0] if free else None
         return self.placement.rollout_options(self.slots[worker_id])
@@ -66,15 +86,86 @@ class RolloutPool:
             for wid, actor, ref in self.workers
         ]
 
+    @property
+    def size(self) -> int:
+        """Workers in the pool (launched or running; retiring ones are no longer counted)."""
+        return len(self.workers)
+
     def scale(self, n: int) -> None:
-        """Start or stop workers until n are running. Stopped workers finish their generation."""
+        """Add or retire workers until n are in the pool, without blocking. Added workers load
+        their model and start (`starting()` lists those not ready yet); the newest are retired
+        first: each finishes its generation and sends it and whatever else it holds (the
+        stream stays open), then `reap()` collects its counters and kills it."""
         if self.endpoints is None:
             raise RuntimeError("RolloutPool.scale: start(endpoints) first")
+        if n < 0:
+            raise ValueError(f"RolloutPool.scale: n must be >= 0, got {n}")
+        before = {wid for wid, _, _ in self.workers}
         self.launch(n)
         self.start(self.endpoints)
+        for worker_id, actor, _ in self.workers:
+            if worker_id not in before:
+                self._ready[worker_id] = (actor.ready.remote(), time.monotonic())
         while len(self.workers) > n:
-            worker_id, actor, run_ref = self.workers.pop()
-            self._stop_one(actor, run_ref)
+            self.retire(*self.workers.pop())
+
+    def retire(self, worker_id: str, actor, run_ref) -> None:
+        """Ask one worker (already out of `workers`) to drain and exit; `reap()` collects it."""
+        self._ready.pop(worker_id, None)
+        actor.drain.remote()
+        deadline = time.monotonic() + 2 * self.cfg.rollout.rpc_timeout_s + DRAIN_GRACE_S
+        self.retiring.append(_Retiring(worker_id, actor, run_ref, deadline))
+
+    def starting(self) -> list[str]:
+        """Workers added by `scale` whose model has not finished loading (checked, no wait)."""
+        for worker_id, (ref, _) in list(self._ready.items()):
+            if ray.wait([ref], timeout=0)[0]:
+                del self._ready[worker_id]
+        return list(self._ready)
+
+    def unplaced(self, timeout_s: float) -> list[str]:
+        """Remove (and kill) workers added by `scale` that are still not placed after
+        `timeout_s`: the cluster has no room for them (cluster.rollout_resources). A worker the
+        GCS has ALIVE is placed, only still loading its model: it stays. Returns their ids."""
+        now, gone = time.monotonic(), []
+        for worker_id in self.starting():
+            if now - self._ready[worker_id][1] < timeout_s:
+                continue
+            entries = [w for w in self.workers if w[0] == worker_id]
+            if entries and actor_state(entries[0][1])[0] == "ALIVE":
+                continue
+            del self._ready[worker_id]
+            for entry in entries:
+                self.workers.remove(entry)
+                ray.kill(entry[1])
+            gone.append(worker_id)
+        return gone
+
+    def reap(self) -> list[str]:
+        """Collect retiring workers that have exited (their counters go to `retired`). One past
+        its deadline is aborted (its sends return), then killed a grace later. No waiting."""
+        done = []
+        for r in list(self.retiring):
+            finished = r.run_ref is None or bool(ray.wait([r.run_ref], timeout=0)[0])
+            if not finished and time.monotonic() < r.deadline:
+                continue
+            if not finished and not r.aborted:
+                log.warning("rollout worker %s: still draining; aborting its sends", r.worker_id)
+                r.actor.stop.remote()
+                r.aborted, r.deadline = True, time.monotonic() + DRAIN_GRACE_S
+                continue
+            counters: dict = {}
+            if finished and r.run_ref is not None:
+                try:
+                    counters = ray.get(r.run_ref, timeout=self.cfg.rollout.rpc_timeout_s)
+                except Exception as exc:  # noqa: BLE001 - a retired worker's error ends only it
+                    log.warning("rollout worker %s ended with an error: %s", r.worker_id, exc)
+                    counters = {"error": str(exc)}
+            ray.kill(r.actor)
+            self.retiring.remove(r)
+            self.retired.append({"worker_id": r.worker_id, "retired": True, **counters})
+            done.append(r.worker_id)
+        return done
 
     def _stop_one(self, actor, run_ref, timeout_s: float | None = None) -> dict | None:
         timeout_s = timeout_s or self.cfg.rollout.rpc_timeout_s + 5
@@ -88,22 +179,36 @@ class RolloutPool:
             ray.kill(actor)
 
     def failed(self) -> list[str]:
-        """Workers whose run() ended with an error (checked without blocking)."""
+        """Workers whose run() ended with an error, or that died past rollout.max_restarts
+        (checked without blocking). A worker that died with restarts left is not failed: Ray
+        restarts its process and it is given `run` again here (cluster/restarts.py)."""
         errors = []
-        for worker_id, _, ref in self.workers:
-            if ref is None:
+        for i, (worker_id, actor, ref) in enumerate(list(self.workers)):
+            if ref is None or ref in self._reported:
                 continue
-            ready, _ = ray.wait([ref], timeout=0)
-            if ready:
+            if worker_id in self.restarts.waiting:  # died: wait for Ray's restart of it
+                verdict = self.restarts.check(worker_id, *actor_state(actor))
+            elif not ray.wait([ref], timeout=0)[0]:
+                continue
+            else:
                 try:
-                    ray.get(ready[0])
+                    ray.get(ref, timeout=0)
+                    continue  # run() returned (stopped): not a failure
+                except ray.exceptions.RayActorError as exc:  # the process died
+                    verdict = self.restarts.died(worker_id, exc, *actor_state(actor))
                 except Exception as exc:
                     errors.append(f"{worker_id}: {exc}")
+                    continue
+            if verdict == RUN:  # the new process is up: it re-sends its spool, then goes on
+                self.workers[i] = (worker_id, actor, actor.run.remote(self.endpoints))
+            elif verdict != WAIT:
+                errors.append(verdict)
+                self._reported.add(ref)  # its death is judged once
         return errors
 
     def actors(self) -> list:
-        """The actor handles of every worker (launched or running)."""
-        return [actor for _, actor, _ in self.workers]
+        """The actor handles of every worker (launched, running or retiring)."""
+        return [actor for _, actor, _ in self.workers] + [r.actor for r in self.retiring]
 
     def stats(self) -> list[dict]:
         refs = [actor.stats.remote() for _, actor, _ in self.workers]
@@ -116,7 +221,11 @@ class RolloutPool:
         for _, actor, ref in self.workers:
             results.append(self._stop_one(actor, ref))
         self.workers.clear()
-        return [r for r in results if r]
+        for r in self.retiring:  # still draining at the end: stopped like the rest
+            result = self._stop_one(r.actor, r.run_ref)
+            self.retired.append({"worker_id": r.worker_id, "retired": True, **(result or {})})
+        self.retiring.clear()
+        return self.retired + [r for r in results if r]
 
 
 def idle_workers_hint(cfg: RunConfig) -> str:

@@ -31,11 +31,21 @@ from rewardloop.metrics import record_endpoints
 from rewardloop.run_outputs import MetricsLog, plot_reward_curve, write_json
 from rewardloop.tasks import get_task
 
+from . import accounting_report
 from .actors import LearnerActor
 from .feedback_side import FeedbackSide, start_feedback
 from .paths import absolute_paths
 from .placement import Placement, connect, reserve
 from .pool import RolloutPool, idle_workers_hint
+from .resume import (
+    LearnerCalls,
+    prepare_dir,
+    previous_records,
+    restore_sigterm,
+    sigterm_received,
+    stop_on_sigterm,
+)
+from .scaling import Scaler
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -43,8 +53,10 @@ CALL_TIMEOUT_S = 60
 
 
 class Run:
-    def __init__(self, cfg: RunConfig, progress: bool = True):
+    def __init__(self, cfg: RunConfig, progress: bool = True, resume: bool = False):
         self.cfg = cfg
+        self.resume = resume  # `train --resume`: go on from <out>/resume (cluster/resume.py)
+        self.calls: LearnerCalls | None = None  # calls to the learner, through its restarts
         self.out = Path(cfg.out)
         self.progress = progress
         self.task = get_task(cfg.task)
@@ -53,6 +65,7 @@ class Run:
         self.feedback: FeedbackSide | None = None
         self.learner = None
         self.pool: RolloutPool | None = None
+        self.scaler: Scaler | None = None  # rewardloop scale / rollout.autoscale (scaling.py)
         self.placement: Placement | None = None
         self.placement_record: dict = {}
         self.endpoints: dict = {}
@@ -72,7 +85,10 @@ class Run:
     def prepare(self) -> None:
         """Resolve paths, build (or find) the model, set up evaluation: all before Ray starts."""
         self.out.mkdir(parents=True, exist_ok=True)
+        prepare_dir(self.out, self.resume)
         self.cfg = absolute_paths(self.cfg)
+        # spools and audit (cluster/accounting_report.py): this run's alone; a resumed run keeps them
+        self.cfg = accounting_report.prepare(self.cfg, fresh=not self.resume)
         self.evaluator = Evaluator(self.cfg)  # builds the default model once (cached)
         # The driver's evaluations share the CPUs with the actors: more than one OpenMP thread
         # here spins against them (measured: many times slower steps on 2 cores).
@@ -88,6 +104,7 @@ class Run:
         self._t["ray_start"] = time.perf_counter()
         self.owns_ray = not ray.is_initialized()
         connect(self.cfg)
+        stop_on_sigterm()  # after ray.init, which installs its own handler (cluster/resume.py)
 
     def launch(self) -> None:
         """The feedback side, the learner and the rollout workers, then training starts."""
@@ -100,7 +117,9 @@ class Run:
         token = resolve_token(self.cfg.learner.token, "learner.token")
         actor_cfg = replace(self.cfg, learner={"token": token})
         options = self.placement.learner_options()
-        self.learner = LearnerActor.options(**options).remote(actor_cfg)
+        restarts = {"max_restarts": self.cfg.learner.max_restarts}
+        self.learner = LearnerActor.options(**options, **restarts).remote(actor_cfg, self.resume)
+        self.calls = LearnerCalls(self.learner, self.cfg)
         self.pool = RolloutPool(actor_cfg, self.learner, placement=self.placement)
         self.pool.launch(self.cfg.rollout.num_workers)  # they load while the learner loads
         self.endpoints = ray.get(self.learner.start.remote(), timeout=600)
@@ -115,12 +134,20 @@ class Run:
                 self.placement_record["workers"][slot]["worker_id"] = worker_id
         write_json(self.out / "config.json", to_dict(self.cfg))
         self._record_metrics_endpoints()
+        self.scaler = Scaler(actor_cfg, self.pool, self.learner)
+        record_endpoints(self.out, control=self.scaler.start())  # `rewardloop scale RUN_DIR`
         self._t["train"] = time.perf_counter()
         ray.get(
             self.learner.start_training.remote(self.cfg.learner.max_steps), timeout=CALL_TIMEOUT_S
         )
-        self.metrics_log = MetricsLog(self.out / "metrics.jsonl")
-        self._record_eval({"step": 0, **self.evaluator()})  # the base model, as steps begin
+        if self.resume:  # the steps and evaluations before, then a line saying where it went on
+            self.steps, self.evals = previous_records(self.out)
+        self.metrics_log = MetricsLog(self.out / "metrics.jsonl", append=self.resume)
+        self.calls.observe(self.calls("status"), None)
+        if self.resume:
+            self.metrics_log.write({"event": "resume", **self.calls("incarnation")})
+        if not self.evals:
+            self._record_eval({"step": 0, **self.evaluator()})  # the base model, as steps begin
 
     def watch(self) -> None:
         """Follow the learner until max_steps, eval.target, a learner error or a failed worker."""
@@ -139,10 +166,18 @@ class Run:
 
     def _poll_once(self, bar) -> bool:
         """One look at the learner; True when the run is over (self.error says why, if badly)."""
-        new = ray.get(self.learner.metrics_since.remote(len(self.steps)), timeout=CALL_TIMEOUT_S)
+        new = self.calls("metrics_since", len(self.steps), timeout_s=CALL_TIMEOUT_S)
         for record in new:
+            record["workers"] = self.scaler.running()  # rollout workers up as of this poll
             self.metrics_log.write(record)
         self.steps.extend(new)
+        for event in self.scaler.tick(len(self.steps), self.steps):
+            self.metrics_log.write(event)
+        if self.scaler.stop_requested:  # `rewardloop stop`: end as at max_steps
+            return True
+        if sigterm_received():  # `train` got SIGTERM: stop, save, resume later (resume.py)
+            self.error = f"stopped by SIGTERM; continue with: rewardloop train --resume {self.out}"
+            return True
         bar.update(len(new))
         if new:
             bar.set_postfix(self._postfix(new[-1]), refresh=False)
@@ -150,11 +185,15 @@ class Run:
             self._evaluate_latest()
             if self._reached_target():
                 return True
-        status = ray.get(self.learner.status.remote(), timeout=CALL_TIMEOUT_S)
+        status = self.calls("status", timeout_s=CALL_TIMEOUT_S)
+        if self.calls.observe(status, self.metrics_log):  # Ray restarted the learner
+            self._record_learner_endpoints()
         if status["done"] and len(self.steps) >= status["steps"]:
             self.error = status["error"]
             return True
-        failed = self.pool.failed()
+        failed = self.pool.failed()  # a worker that died with restarts left is restarted there
+        for death in self.pool.restarts.new_events():
+            self.metrics_log.write({"event": "worker_died", **death})
         if failed:
             self.error = "rollout worker failed: " + "; ".join(failed)
             return True
@@ -167,10 +206,13 @@ class Run:
             return
         self._stopped = True
         self._t["stopped"] = time.perf_counter()
+        if self.scaler is not None:
+            self.scaler.stop()
+            record_endpoints(self.out, control="")
         if self.pool is not None:
             self.worker_stats = self.pool.shutdown()
         if self.learner is not None:
-            ray.get(self.learner.stop.remote(), timeout=CALL_TIMEOUT_S)
+            self.calls("stop", timeout_s=CALL_TIMEOUT_S)  # the final resume checkpoint too
             record_endpoints(self.out, ingest="", weights="")  # external workers: the run ended
         if self.feedback is not None:
             self.feedback_stats = self.feedback.stop()
@@ -178,11 +220,13 @@ class Run:
     def save(self) -> Path:
         """Checkpoint the version that reached eval.target, else the newest (HF directory)."""
         meta = {"steps": len(self.steps), "config": to_dict(self.cfg)}
-        ray.get(
-            self.learner.save.remote(
-                str(self.checkpoint), meta, self.target_version, self.target_weights
-            ),
-            timeout=300,
+        self.calls(
+            "save",
+            str(self.checkpoint),
+            meta,
+            self.target_version,
+            self.target_weights,
+            timeout_s=300,
         )
         return self.checkpoint
 
@@ -217,6 +261,7 @@ class Run:
             self.evaluator.close()
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
+        restore_sigterm()
 
     def execute(self) -> dict:
         """The whole run; returns the summary. RewardLoopError if training stopped early."""
@@ -247,6 +292,13 @@ class Run:
         )
         self.learner.set_driver_metrics.remote(workers=len(self.pool.workers))
 
+    def _record_learner_endpoints(self) -> None:
+        """A restarted learner may serve on new ports: endpoints.json names the current ones."""
+        self.endpoints = {**self.endpoints, **self.calls("endpoints")}
+        record_endpoints(
+            self.out, ingest=self.endpoints["ingest"], weights=self.endpoints["weights"]
+        )
+
     # -- evaluation ------------------------------------------------------------------------
     def _record_eval(self, record: dict) -> None:
         self.evals.append(record)
@@ -262,8 +314,11 @@ class Run:
         )
 
     def _evaluate_latest(self) -> None:
-        version, (ref,) = ray.get(self.learner.latest_weights.remote(-1), timeout=CALL_TIMEOUT_S)
-        self.evaluator.load(ray.get(ref, timeout=CALL_TIMEOUT_S))
+        version, (ref,) = self.calls("latest_weights", -1, timeout_s=CALL_TIMEOUT_S)
+        try:
+            self.evaluator.load(ray.get(ref, timeout=CALL_TIMEOUT_S))
+        except ray.exceptions.ObjectLostError:  # its learner died meanwhile: the next poll
+            return
         self._record_eval({"step": len(self.steps), "version": version, **self.evaluator()})
 
     def _reached_target(self) -> bool:
@@ -319,9 +374,15 @@ class Run:
             out[self.task.summary_section] = run_summary.audience_by_key(section, self.task.metric)
         if self.feedback_stats:
             out["feedback"] = self.feedback_stats
+        out["learner_restarts"] = self.calls.restarts if self.calls else []  # cluster/resume.py
+        # every generated id's one outcome, from the spools and the learner's audit
+        out["accounting"] = accounting_report.write_joined(self.cfg)
+        if self.pool is not None:
+            out["worker_restarts"] = self.pool.restarts.summary()
         return out
 
 
-def train(cfg: RunConfig, progress: bool = True) -> dict:
-    """Run the whole loop; returns the summary (also written to <out>/summary.json)."""
-    return Run(cfg, progress).execute()
+def train(cfg: RunConfig, progress: bool = True, resume: bool = False) -> dict:
+    """Run the whole loop; returns the summary (also written to <out>/summary.json).
+    `resume`: go on from the run directory's resume checkpoint (cluster/resume.py)."""
+    return Run(cfg, progress, resume).execute()

@@ -23,7 +23,7 @@ import torch
 
 from rewardloop.config import RunConfig
 from rewardloop.errors import RewardLoopError
-from rewardloop.prompts import Prompt
+from rewardloop.prompts import Prompt, encode_prompt
 from rewardloop.sampling import sample_completions
 from rewardloop.scoring import ScoreRequest
 
@@ -72,7 +72,7 @@ def sample_requests(
     """`samples_per_prompt` completions of every prompt, as score requests (model left as found)."""
     was_training = model.training
     model.eval()
-    prompt_ids = [tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
+    prompt_ids = [encode_prompt(tokenizer, p.text) for p in prompts]  # chat template if any
     samples = sample_completions(
         model,
         prompt_ids,
@@ -187,7 +187,9 @@ class Evaluator:
         return out
 
     def load(self, state: dict) -> None:
-        self.model.load_state_dict(state)
+        from rewardloop.lora import load_weights
+
+        load_weights(self.model, state)  # full weights, or a LoRA adapter onto the base
 
     def close(self) -> None:
         for source in (self.own.source if self.own else None, self.audience):

@@ -26,6 +26,7 @@ __all__ = [
     "reinforce_baseline",
     "scaled_baseline",
     "token_returns",
+    "varied_groups",
     "whiten",
 ]
 
@@ -98,6 +99,17 @@ def leave_one_out(rewards: Tensor, group_index: Tensor) -> Tensor:
     others_mean = (total - r) / (n - 1).clamp(min=1.0)
     adv = torch.where(constant, torch.zeros_like(r), r - others_mean)
     return adv.to(_float_dtype(rewards))
+
+
+def varied_groups(group_rewards: list[list[float]]) -> list[int]:
+    """Indices of the groups whose rewards are not all equal (DAPO's dynamic sampling filter).
+
+    A group of equal rewards gets advantage 0 from every group-relative estimator, so it adds
+    nothing to the policy gradient but its tokens still count in the loss's mean, shrinking
+    every other group's step; a group of one has no spread either. Exact comparison, as the
+    estimators' own constant-group rule (`_group_stats`).
+    """
+    return [i for i, r in enumerate(group_rewards) if len(r) > 1 and max(r) > min(r)]
 
 
 class RunningMean:

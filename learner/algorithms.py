@@ -13,9 +13,10 @@ An `Algorithm` is three small pure pieces, so the trainer never dispatches on a 
 | reinforce | running-mean baseline                   | policy gradient x truncated IS weights | 1                |
 | ppo       | running-mean baseline / batch std       | PPO-clip vs behavior log-probs         | learner.ppo_epochs |
 
-The clip's upper bound is `1 + learner.clip_eps_high` (0 = clip_eps); the importance weights
-are `min(pi / pi_behavior, learner.is_cap)` per token or, with `learner.is_level: sequence`, per
-completion. The table's keys are exactly `rewardloop.config.ALGORITHMS` (tested).
+The clip's upper bound is `1 + learner.clip_eps_high` (0 = clip_eps), `learner.dual_clip`
+bounds negative advantages' objective, and `learner.is_level: sequence` clips one ratio per
+completion (GSPO); the importance weights are `min(pi / pi_behavior, learner.is_cap)` per token
+or, with `learner.is_level: sequence`, per completion. The table's keys are exactly `rewardloop.config.ALGORITHMS` (tested).
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def _scaled_baseline(rewards, group_index, cfg, baseline) -> Tensor:
 # -- losses ----------------------------------------------------------------------------------
 def clip_loss(logprobs, behavior_logprobs, mask, advantages, cfg: LearnerConfig) -> LossResult:
     """PPO-clip with the ratio against the behavior log-probs; clip range
-    [1 - clip_eps, 1 + (clip_eps_high or clip_eps)]."""
+    [1 - clip_eps, 1 + (clip_eps_high or clip_eps)], dual-clip, per-token or per-completion
+    (GSPO) ratio, log-ratio bound."""
     loss, stats = losses.ppo_clip_loss(
         logprobs,
         behavior_logprobs,
@@ -93,6 +95,10 @@ def clip_loss(logprobs, behavior_logprobs, mask, advantages, cfg: LearnerConfig)
         clip_eps=cfg.clip_eps,
         aggregation=cfg.aggregation,
         clip_eps_high=cfg.clip_eps_high or None,
+        dual_clip=cfg.dual_clip,
+        level=cfg.is_level,
+        log_ratio_bound=cfg.log_ratio_bound,
+        norm_tokens=cfg.norm_tokens,
     )
     return LossResult(loss, {k: float(v) for k, v in stats.items()})
 
@@ -106,7 +112,12 @@ def weighted_pg_loss(
         logprobs.detach(), behavior_logprobs, mask, cap=cfg.is_cap, level=cfg.is_level
     )
     loss, stats = losses.policy_gradient_loss(
-        logprobs, advantages, mask, weights=weights, aggregation=cfg.aggregation
+        logprobs,
+        advantages,
+        mask,
+        weights=weights,
+        aggregation=cfg.aggregation,
+        norm_tokens=cfg.norm_tokens,
     )
     return LossResult(loss, {k: float(v) for k, v in {**stats, **is_stats}.items()})
 

@@ -8,7 +8,9 @@ completed (a worker died mid-group). Each trajectory that leaves is reported thr
 `on_release(worker_id, count)` -- the credit return path of the ingest server.
 
 Ids are remembered forever, so a trajectory re-sent after a reconnect is a duplicate and is
-trained on at most once.
+trained on at most once. The buffer's `ledger` (learner/accounting.py) gets each way out by id:
+taken (in flight until the service records the step as trained), stale or expired; it is told
+outside the lock, like `on_release`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rewardloop.learner.accounting import Ledger
 from rewardloop.trajectory import Trajectory
 
 ReleaseFn = Callable[[str, int], None]
@@ -48,6 +51,7 @@ class TrajectoryBuffer:
         max_staleness: int,
         on_release: ReleaseFn | None = None,
         partial_group_timeout_s: float = 60.0,
+        ledger: Ledger | None = None,
     ):
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
@@ -57,7 +61,8 @@ class TrajectoryBuffer:
         self.max_staleness = max_staleness
         self.on_release = on_release
         self.partial_group_timeout_s = partial_group_timeout_s
-        self._cond = threading.Condition(threading.Lock())
+        # re-entrant, so that `admitting()` can hold it across a whole batch of `add`s
+        self._cond = threading.Condition(threading.RLock())
         self._groups: OrderedDict[str, _Group] = OrderedDict()  # FIFO by first arrival
         self._seen: set[str] = set()
         self._closed_groups: set[str] = set()  # taken or dropped; late members are rejected
@@ -66,8 +71,19 @@ class TrajectoryBuffer:
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
         self._lag: Counter[int] = Counter()
+        self.ledger = ledger if ledger is not None else Ledger()
+        # (trajectories, outcome, version, reason) decided under the lock, told to the ledger
+        # after it (outcome "taken": handed to the trainer)
+        self._decisions: list[tuple[list[Trajectory], str, int, str]] = []
 
     # ---- ingest side -------------------------------------------------------------------
+
+    def admitting(self) -> threading.Condition:
+        """`with buffer.admitting():` holds the buffer's lock across several `add`s (the ingest
+        server admits a whole batch under it): one acquisition per batch instead of one per
+        trajectory, and the trainer's `take_groups` is not woken in the middle of a batch. Hold
+        it only around `add`s (it is the lock `take_groups` waits on)."""
+        return self._cond
 
     def add(self, traj: Trajectory, current_version: int) -> tuple[str, str]:
         """Admit one trajectory: ("accepted", "") | ("duplicate", "") | ("rejected", reason)."""
@@ -176,6 +192,7 @@ class TrajectoryBuffer:
         for t in group.members:
             self._lag[current_version - t.policy_version] += 1
             released[t.worker_id] += 1
+        self._decisions.append((group.members, "taken", current_version, ""))
         return group.members
 
     def _prune_locked(self, current_version: int, released: Counter[str]) -> None:
@@ -197,6 +214,18 @@ class TrajectoryBuffer:
             self._size -= len(group.members)
             for t in group.members:
                 released[t.worker_id] += 1
+            if stale:
+                reason = (
+                    f"group {gid}: {stale} of {len(group.members)} member(s) older than "
+                    f"version {bound} (current {current_version} - max_staleness)"
+                )
+                self._decisions.append((group.members, "stale", current_version, reason))
+            else:
+                reason = (
+                    f"group {gid}: {len(group.members)} of {group.group_size} member(s) after "
+                    f"{self.partial_group_timeout_s:.0f}s (partial_group_timeout_s)"
+                )
+                self._decisions.append((group.members, "expired", current_version, reason))
 
     def _next_expiry_in(self) -> float:
         """Seconds until the oldest partial group expires (so a waiting take can drop it)."""
@@ -206,6 +235,13 @@ class TrajectoryBuffer:
         return max(0.01, min(partial) + self.partial_group_timeout_s - time.monotonic() + 0.01)
 
     def _release(self, released: Counter[str]) -> None:
+        with self._cond:
+            decisions, self._decisions = self._decisions, []
+        for trajs, outcome, version, reason in decisions:
+            if outcome == "taken":
+                self.ledger.taken(trajs)
+            else:
+                self.ledger.dropped(trajs, outcome, version, reason)
         hook = self.on_release
         if hook is None:
             return
@@ -224,9 +260,45 @@ class TrajectoryBuffer:
                     held[t.worker_id] += 1
             return dict(held)
 
+    def held_ids(self) -> dict[str, str]:
+        """id -> worker of every buffered trajectory (in flight when the learner stops)."""
+        with self._cond:
+            return {t.id: t.worker_id for g in self._groups.values() for t in g.members}
+
     def __len__(self) -> int:
         with self._cond:
             return self._size
+
+    # ---- resume (learner/resume_state.py) ----------------------------------------------
+
+    def state(self) -> dict:
+        """What a resumed learner needs: held groups, every seen id and closed group, counters.
+
+        Taken under the lock, so it is one consistent moment of the ingest side."""
+        with self._cond:
+            return {
+                "groups": [(gid, g.group_size, list(g.members)) for gid, g in self._groups.items()],
+                "seen": set(self._seen),
+                "closed_groups": set(self._closed_groups),
+                "counts": Counter(self._counts),
+                "rejected": Counter(self._rejected),
+                "lag": Counter(self._lag),
+            }
+
+    def load_state(self, state: dict) -> None:
+        """Replace the contents with `state()` of another buffer (partial-group clocks restart)."""
+        with self._cond:
+            now = time.monotonic()
+            self._groups = OrderedDict(
+                (gid, _Group(size, now, list(members))) for gid, size, members in state["groups"]
+            )
+            self._size = sum(len(g.members) for g in self._groups.values())
+            self._seen = set(state["seen"])
+            self._closed_groups = set(state["closed_groups"])
+            self._counts = Counter(state["counts"])
+            self._rejected = Counter(state["rejected"])
+            self._lag = Counter(state["lag"])
+            self._cond.notify_all()
 
     def stats(self) -> dict:
         """Counters since construction plus the current fill and the lag of taken items."""

@@ -1,5 +1,7 @@
 """Checkpoints are Hugging Face directories plus the trainer state, so a run resumes and a user
-loads the result with plain `transformers.AutoModelForCausalLM.from_pretrained(dir)`."""
+loads the result with plain `transformers.AutoModelForCausalLM.from_pretrained(dir)`. A LoRA
+run's checkpoint holds the merged weights there and its adapter in `dir/adapter/`, for
+`peft.PeftModel.from_pretrained(base, dir/adapter)` (rewardloop/lora.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from rewardloop import lora
+
 TRAINER_STATE = "trainer_state.pt"
 META = "rewardloop.json"
 
@@ -21,7 +25,7 @@ def save_checkpoint(path: str | Path, model, tokenizer, trainer_state: dict, met
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     model = getattr(model, "module", model)
-    model.save_pretrained(tmp, safe_serialization=True)
+    lora.save_pretrained(model, tmp)  # with LoRA: merged weights here, the adapter in adapter/
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     torch.save(trainer_state, tmp / TRAINER_STATE)

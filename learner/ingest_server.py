@@ -8,9 +8,11 @@ credit grant can be sent at any moment. Bad trajectories are rejected one by one
 names the field) and never end the stream; protocol errors (no hello) abort only that stream.
 
 Cost per batch (see `rewardloop bench ingest`): each batch is decoded and validated at once with
-a few numpy calls over its packed arrays (`wire.trajectories_from_protos`), so what remains is
+a few numpy calls over its packed arrays (`wire_columns.trajectories_from_columns` for the
+column form workers send, `wire.trajectories_from_protos` for the row form), and the Ack to a
+column batch names only the duplicate and rejected ids (`accepted_rest`), so what remains is
 mostly gRPC-Python's own cost per message; grants queued behind an Ack ride in that Ack
-(`_coalesce`) rather than costing a message each.
+(`coalesce_grants`) rather than costing a message each.
 """
 
 from __future__ import annotations
@@ -30,13 +32,19 @@ from rewardloop.auth import ServerSecurity
 from rewardloop.errors import InvalidInput
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.credits import CreditLedger, Grant
+from rewardloop.learner.ingest_protocol import (
+    SERVICE_NAME,
+    coalesce_grants,
+    hello_problem,
+    register_lenient,
+)
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire import trajectories_from_protos
+from rewardloop.wire_columns import trajectories_from_columns
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = trajectory_pb2.DESCRIPTOR.services_by_name["TrajectoryService"].full_name
 _POLL_S = 0.5  # how often an idle response generator checks that its RPC is still alive
 
 
@@ -80,8 +88,14 @@ class IngestServer:
         credit_unit: int = 1,
         max_trajectory_tokens: int | None = None,
         security: ServerSecurity | None = None,
+        incarnation: str = "",
+        durable_fn: Callable[[], int] | None = None,
     ):
         self.buffer = buffer
+        # Every Ack names this learner process and its newest durable version (trajectory.proto),
+        # so a worker knows what to re-send after a restart and what it may forget.
+        self.incarnation = incarnation
+        self._durable_fn = durable_fn or (lambda: 0)
         self._version_fn = version_fn
         self._vocab_size = vocab_size
         self._max_tokens = max_trajectory_tokens
@@ -93,9 +107,10 @@ class IngestServer:
         self._ids = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
+        self._local = threading.local()  # (id, worker, version) of the last _admit on a thread
         servicer = _Servicer(self)
         self._grpc = grpc_util.GrpcServer(
-            [lambda s: trajectory_pb2_grpc.add_TrajectoryServiceServicer_to_server(servicer, s)],
+            [lambda s: register_lenient(servicer, s)],
             host=host,
             port=port,
             max_workers=max_streams,
@@ -158,6 +173,7 @@ class IngestServer:
             out["rejected_total"] = sum(self._rejected.values())
             out["streams_open"] = len(self._streams)
         out["credits"] = self._ledger.snapshot()
+        out["accounting"] = self.buffer.ledger.counts()
         out["streams_refused_busy"] = self._grpc.busy_refused
         out["unauthenticated"] = self._grpc.unauthenticated
         return out
@@ -172,8 +188,8 @@ class IngestServer:
             hello = next(requests)
         except (StopIteration, grpc.RpcError):
             return
-        problem = _hello_problem(hello)
-        if problem:
+        problem = hello_problem(hello)
+        if problem:  # not a hello, or bytes that are no TrajectoryBatch at all
             self._count("protocol_errors")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         st = _StreamState(f"s{next(self._ids)}", hello.hello.worker_id)
@@ -183,8 +199,8 @@ class IngestServer:
         context.add_callback(lambda: st.acks.put(_END))
         try:
             initial = self._ledger.open_stream(st.stream_id, st.worker_id)
-            yield trajectory_pb2.Ack(
-                batch_seq=0, credits=initial, learner_version=self._version_fn()
+            yield self._stamp(
+                trajectory_pb2.Ack(batch_seq=0, credits=initial, learner_version=self._version_fn())
             )
             reader = threading.Thread(
                 target=self._read, args=(st, requests), name=f"ingest-{st.stream_id}", daemon=True
@@ -205,9 +221,9 @@ class IngestServer:
                     return
                 if isinstance(item, _Abort):
                     context.abort(item.code, item.details)
-                item, held = _coalesce(item, st.acks)
+                item, held = coalesce_grants(item, st.acks)
                 self._count("acks_sent")
-                yield item
+                yield self._stamp(item)
         finally:
             with self._lock:
                 self._streams.pop(st.stream_id, None)
@@ -219,10 +235,23 @@ class IngestServer:
             for batch in requests:
                 if self._stopping:
                     break
+                if isinstance(batch, grpc_util.BadRequest):
+                    self._count("protocol_errors")
+                    st.acks.put(_Abort(grpc.StatusCode.INVALID_ARGUMENT, batch.details))
+                    return
                 if batch.HasField("hello"):
                     self._count("protocol_errors")
                     st.acks.put(
                         _Abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: only on the first message")
+                    )
+                    return
+                if batch.HasField("columns") and len(batch.trajectories):
+                    self._count("protocol_errors")
+                    st.acks.put(
+                        _Abort(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "columns: a batch sets columns or trajectories, not both",
+                        )
                     )
                     return
                 if batch.batch_seq == 0:
@@ -246,30 +275,42 @@ class IngestServer:
     def _handle_batch(
         self, st: _StreamState, batch: trajectory_pb2.TrajectoryBatch
     ) -> trajectory_pb2.Ack:
+        columns = batch.HasField("columns")  # the column form (wire_columns.py), else rows
         msgs = batch.trajectories
-        n = len(msgs)
+        n = len(batch.columns.id) if columns else len(msgs)
         allowed = self._ledger.consume(st.stream_id, n)  # <= n
         version = self._version_fn()
         ack = trajectory_pb2.Ack(batch_seq=batch.batch_seq, learner_version=version)
-        # The whole batch is decoded and validated at once (a few numpy calls, see wire.py);
-        # each trajectory still gets its own verdict.
-        decoded = trajectories_from_protos(msgs[:allowed], self._vocab_size, self._max_tokens)
+        # The whole batch is decoded and validated at once (a few numpy calls, see wire.py and
+        # wire_columns.py), rows past the credits not at all; each row still gets its own verdict.
+        if columns:
+            ids, decoded = trajectories_from_columns(
+                batch.columns, self._vocab_size, self._max_tokens, limit=allowed
+            )
+            ack.accepted_rest = True  # the client knows its ids: name only the others
+        else:
+            ids = [msg.id for msg in msgs]
+            decoded = trajectories_from_protos(msgs[:allowed], self._vocab_size, self._max_tokens)
         accepted: list[str] = []
         duplicate: list[str] = []
-        for msg, item in zip(msgs, decoded, strict=False):
-            if isinstance(item, InvalidInput):
-                self._reject(ack, "" if item.field == "id" else msg.id, str(item))
-                continue
-            status, reason = self._admit(st, item, version)
-            if status == "accepted":
-                accepted.append(item.id)
-            elif status == "duplicate":
-                duplicate.append(item.id)
-            else:
-                self._reject(ack, item.id, reason)
-        for msg in msgs[allowed:]:
-            self._reject(ack, msg.id, f"credits: exceeded (batch of {n}, {allowed} credits left)")
-        ack.accepted.extend(accepted)
+        with self.buffer.admitting():  # one buffer lock for the whole batch, not one per row
+            for tid, item in zip(ids, decoded, strict=False):
+                if isinstance(item, InvalidInput):
+                    self._reject(ack, "" if item.field == "id" else tid, str(item))
+                    continue
+                status, reason = self._admit(st, item, version)
+                if status == "accepted":
+                    accepted.append(item.id)
+                elif status == "duplicate":
+                    duplicate.append(item.id)
+                else:
+                    self._reject(ack, item.id, reason)
+        for tid in ids[allowed:]:
+            self._reject(ack, tid, f"credits: exceeded (batch of {n}, {allowed} credits left)")
+        if not columns:
+            ack.accepted.extend(accepted)
+        # read after the admits: an ack below the durable version is inside that checkpoint
+        ack.learner_version = self._version_fn()
         ack.duplicate.extend(duplicate)
         with self._lock:
             self._counts["batches"] += 1
@@ -285,17 +326,31 @@ class IngestServer:
         return ack
 
     def _admit(self, st: _StreamState, traj: Trajectory, version: int) -> tuple[str, str]:
+        """The buffer's verdict, told to the ledger (learner/accounting.py): an id that already
+        has an outcome (e.g. rejected, then re-sent by a restarted worker) is a duplicate."""
+        ledger = self.buffer.ledger
+        self._local.who = (traj.id, st.worker_id, version)  # for _reject, on this thread
+        if ledger.decided(traj.id):
+            ledger.duplicate(traj.id, st.worker_id)
+            return "duplicate", ""
         if traj.worker_id and traj.worker_id != st.worker_id:
             return "rejected", (
                 f"worker_id: {traj.worker_id!r} differs from the stream's hello worker_id {st.worker_id!r}"
             )
         traj.worker_id = st.worker_id
-        return self.buffer.add(traj, version)
+        status, reason = self.buffer.add(traj, version)
+        if status == "duplicate":
+            ledger.duplicate(traj.id, st.worker_id)
+        return status, reason
 
     def _reject(self, ack: trajectory_pb2.Ack, tid: str, reason: str) -> None:
         ack.rejected.add(id=tid, reason=reason)
         with self._lock:
             self._rejected[reason.split(":", 1)[0]] += 1
+        who = getattr(self._local, "who", None)  # the stream's worker when _admit saw this id
+        worker, version = (who[1], who[2]) if who and who[0] == tid else ("", None)
+        # an id that already had an outcome counts as an ignored duplicate there, not twice
+        self.buffer.ledger.reject(tid, reason, worker, version)
 
     # ---- credits back ------------------------------------------------------------------
 
@@ -323,42 +378,14 @@ class IngestServer:
                     st.acks.put(trajectory_pb2.Ack(batch_seq=0, credits=k, learner_version=version))
                     self._counts["credit_acks"] += 1
 
+    def _stamp(self, ack: trajectory_pb2.Ack) -> trajectory_pb2.Ack:
+        ack.incarnation = self.incarnation
+        ack.durable_version = self._durable_fn()
+        return ack
+
     def _count(self, key: str) -> None:
         with self._lock:
             self._counts[key] += 1
-
-
-def _coalesce(ack: trajectory_pb2.Ack, acks: queue.Queue) -> tuple[trajectory_pb2.Ack, object]:
-    """Fold the credit-only Acks queued right behind `ack` into one message (credits add up).
-
-    A burst of grants (the learner released several workers' items while the stream was busy
-    sending) then costs one message instead of one each; every message costs gRPC-Python about
-    as much as decoding a batch. Returns the Ack to send and the first queued item that could
-    not be folded (or None).
-    """
-    while True:
-        try:
-            nxt = acks.get_nowait()
-        except queue.Empty:
-            return ack, None
-        if not isinstance(nxt, trajectory_pb2.Ack):
-            return ack, nxt
-        if nxt.batch_seq and ack.batch_seq:
-            return ack, nxt  # two batch answers: each keeps its own message
-        if ack.batch_seq == 0:  # a grant folds into whatever follows it
-            ack, nxt = nxt, ack
-        ack.credits += nxt.credits
-        ack.learner_version = max(ack.learner_version, nxt.learner_version)
-
-
-def _hello_problem(first: trajectory_pb2.TrajectoryBatch) -> str:
-    if not first.HasField("hello"):
-        return "hello: the first message of a stream must set hello (see trajectory.proto)"
-    if not first.hello.worker_id:
-        return "hello.worker_id: must not be empty"
-    if len(first.trajectories) > 0:
-        return "hello: the hello message carries no trajectories"
-    return ""
 
 
 class _Servicer(trajectory_pb2_grpc.TrajectoryServiceServicer):

@@ -1,13 +1,16 @@
 """The policy update: one optimizer step on a list of complete groups.
 
+groups     <- those with a reward spread       # learner.filter_constant_groups (dynamic sampling)
 batch      <- collate(groups)
 algo       <- ALGORITHM_TABLE[learner.algorithm]        # once, in __init__ (algorithms.py)
 A          <- algo.advantages(rewards, groups)          # grpo | rloo | reinforce | ppo, whole batch
+mask       <- 0 on cut-off completions              # learner.mask_truncated (overlong filtering)
 for each micro-batch (learner.micro_batch_size rows; 0 = all), gradients accumulating:
   log pi, H <- selective log-softmax of policy(prompt + completion)   # chunked, no [B, T, V] f32
 grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss)
 rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
-loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)
+loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)   # pi_ref: a frozen copy, or
+                                                 # with LoRA the base itself, adapter off
   backward(loss x the micro-batch's share of the whole batch's token / sequence mean)
 skip the step if the loss or the gradient norm is not finite (counted, with the reason)
 clip the gradient norm, Adam step          # repeated for algo.epochs(cfg) passes (ppo)
@@ -17,11 +20,13 @@ schedule step, version += 1
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 
 import torch
 
+from rewardloop import lora
 from rewardloop.config import LearnerConfig
 from rewardloop.errors import ConfigError
 from rewardloop.learner import advantages as adv
@@ -71,7 +76,14 @@ class Trainer:
         device: torch.device | str = "cpu",
         start_version: int = 0,
         compute_dtype: torch.dtype = torch.float32,
+        eos_id: int | None = None,
+        max_new_tokens: int = 0,
     ):
+        if cfg.aggregation == "constant" and not cfg.norm_tokens and max_new_tokens:
+            cfg = dataclasses.replace(cfg, norm_tokens=max_new_tokens)  # Dr. GRPO's budget
+        if cfg.mask_truncated and eos_id is None:
+            raise ConfigError("learner.mask_truncated: needs the tokenizer's eos id (eos_id)")
+        self.eos_id = eos_id
         self.cfg = cfg
         self.algorithm = algorithm_for(cfg.algorithm)
         self.pad_id = pad_id
@@ -85,13 +97,20 @@ class Trainer:
             raise ValueError(f"compute_dtype: {compute_dtype} autocast needs a cuda device")
         # eval(): dropout off, so learner log-probs match the workers' behavior log-probs exactly.
         self.model = model.to(self.device).eval()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # the trainable parameters only: with LoRA the adapter's, so Adam keeps no base state
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr)
         self.scheduler = make_scheduler(
             self.optimizer, cfg.lr_schedule, cfg.warmup_steps, cfg.max_steps
         )
-        self.reference = self._frozen_copy(model) if cfg.kl_coef > 0 else None
+        # what runs forward for log-probs: the HF model (inside a PeftModel, with its adapter)
+        self.scorer = lora.scoring_module(self.model)
+        # the KL reference: with LoRA the base itself, adapter disabled (no copy of the model)
+        self.lora = lora.is_peft(self.model)
+        self.reference = self._frozen_copy(model) if cfg.kl_coef > 0 and not self.lora else None
+        self.has_reference = cfg.kl_coef > 0
         if cfg.gradient_checkpointing:
-            enable_checkpointing(self.model)
+            enable_checkpointing(self.scorer)
         self.baseline = adv.RunningMean()
         self.version = start_version
         self.steps_skipped = 0
@@ -116,8 +135,19 @@ class Trainer:
         fraction. A non-finite pass ends the step; the step counts as skipped if no pass updated.
         """
         t0 = time.perf_counter()
-        batch = collate(groups, self.pad_id).to(self.device)
+        kept = groups
+        if self.cfg.filter_constant_groups:  # dynamic sampling: only groups with a spread
+            kept = [groups[i] for i in adv.varied_groups([[t.reward for t in g] for g in groups])]
+        if not kept:
+            return self._skipped(t0, groups, "every group's rewards were equal "
+                                 "(learner.filter_constant_groups)")  # fmt: skip
+        batch = collate(kept, self.pad_id).to(self.device)
         advantages = self.advantages(batch).to(self.device)
+        truncated = 0
+        if self.cfg.mask_truncated:  # overlong filtering, after the advantages saw every member
+            batch.mask, truncated = losses.mask_truncated(
+                batch.mask, batch.completion_ids, self.eos_id
+            )
         epochs = self.algorithm.epochs(self.cfg)
         updates, skip, optimizer_s = 0, "", 0.0
         for epoch in range(epochs):
@@ -139,6 +169,8 @@ class Trainer:
             self.steps_skipped += 1
             self.last_skip_reason = skip
         metrics.update(
+            groups_filtered=float(len(groups) - len(kept)),
+            truncated_masked=float(truncated),
             lr=self.optimizer.param_groups[0]["lr"],
             skipped=float(not updates),
             forward_backward_s=time.perf_counter() - t0 - optimizer_s,
@@ -146,6 +178,23 @@ class Trainer:
             version=float(self.version),
         )
         return metrics
+
+    def _skipped(self, t0: float, groups: list, reason: str) -> dict[str, float]:
+        """A step with nothing to train on: no update, no new version, counted with its reason."""
+        self.steps_skipped += 1
+        self.last_skip_reason = reason
+        rewards = [t.reward for g in groups for t in g]
+        return {
+            "loss": float("nan"),
+            "reward_mean": sum(rewards) / max(len(rewards), 1),
+            "groups_filtered": float(len(groups)),
+            "truncated_masked": 0.0,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "skipped": 1.0,
+            "forward_backward_s": time.perf_counter() - t0,
+            "optimizer_s": 0.0,
+            "version": float(self.version),
+        }
 
     def _update(self, batch: TrainBatch, advantages: torch.Tensor) -> tuple[dict, str, float]:
         """One forward/backward/Adam pass; returns (metrics, skip reason or "", optimizer seconds).
@@ -193,17 +242,28 @@ class Trainer:
 
     def _part_loss(self, part: TrainBatch, advantages: torch.Tensor):
         """(policy + kl_coef * KL on this slice, its log-probs, entropies, reference log-probs)."""
-        logprobs, entropy = self._logprobs(self.model, part, bool(self.cfg.entropy_coef))
+        logprobs, entropy = self._logprobs(self.scorer, part, bool(self.cfg.entropy_coef))
         loss = self._policy_loss(logprobs, part, advantages).loss
         ref = None
-        if self.reference is not None:
-            with torch.no_grad():
-                ref = self._logprobs(self.reference, part)[0]
-            kl = losses.kl_penalty(
-                logprobs, ref, part.mask, self.cfg.kl_estimator, self.cfg.aggregation
-            )
+        if self.has_reference:
+            ref = self._reference_logprobs(part)
+            kl = self._kl(logprobs, ref, part.mask)
             loss = loss + self.cfg.kl_coef * kl
         return loss, logprobs, entropy, ref
+
+    @torch.no_grad()
+    def _reference_logprobs(self, part: TrainBatch) -> torch.Tensor:
+        if self.lora:
+            with lora.reference_off(self.model):
+                return self._logprobs(self.scorer, part)[0]
+        return self._logprobs(self.reference, part)[0]
+
+    def _kl(self, logprobs, ref_logprobs, mask) -> torch.Tensor:
+        c = self.cfg
+        return losses.kl_penalty(
+            logprobs, ref_logprobs, mask, c.kl_estimator, c.aggregation, c.log_ratio_bound,
+            c.norm_tokens,
+        )  # fmt: skip
 
     @staticmethod
     def _entropy(per_token: torch.Tensor, batch: TrainBatch) -> torch.Tensor:
@@ -216,6 +276,8 @@ class Trainer:
         token_share = float(part.sum()) / max(float(real.sum()), 1.0)
         if self.cfg.aggregation == "token":
             return token_share, token_share
+        if self.cfg.aggregation == "constant":  # sum / (rows x norm_tokens): a share of rows
+            return part.shape[0] / max(real.shape[0], 1), token_share
         rows = float(part.any(1).sum()) / max(float(real.any(1).sum()), 1.0)
         return rows, token_share
 
@@ -227,14 +289,8 @@ class Trainer:
         with torch.no_grad():
             policy = self._policy_loss(lp, whole, advantages)
             loss, metrics = policy.loss, dict(policy.stats)
-            if self.reference is not None:
-                kl = losses.kl_penalty(
-                    lp,
-                    torch.cat(ref_logprobs),
-                    whole.mask,
-                    self.cfg.kl_estimator,
-                    self.cfg.aggregation,
-                )
+            if self.has_reference:
+                kl = self._kl(lp, torch.cat(ref_logprobs), whole.mask)
                 loss = loss + self.cfg.kl_coef * kl
                 metrics["kl_ref"] = float(kl)
             entropy = self._entropy(torch.cat(entropies), whole)
@@ -263,8 +319,14 @@ class Trainer:
         return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
     def state_dict_cpu(self) -> dict[str, torch.Tensor]:
-        """Weights for publishing: detached CPU float32 copies, safe to hand to other processes."""
+        """All the weights (with LoRA: base and adapter, peft's names): detached CPU copies,
+        safe to hand to other processes; what a resume restores with load_state_dict."""
         return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def publish_state(self) -> dict[str, torch.Tensor]:
+        """What a new version sends workers: the adapter's tensors with LoRA, else all weights
+        (detached CPU copies); workers apply it with `rewardloop.lora.load_weights`."""
+        return lora.publish_state(self.model)
 
     def trainer_state(self) -> dict:
         return {

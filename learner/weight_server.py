@@ -61,7 +61,7 @@ class WeightServer:
         handlers = {
             "Subscribe": grpc.unary_stream_rpc_method_handler(
                 self.subscribe,
-                request_deserializer=weights_pb2.SubscribeRequest.FromString,
+                request_deserializer=grpc_util.lenient_deserializer(weights_pb2.SubscribeRequest),
                 response_serializer=None,  # the handler yields pre-serialized WeightChunks
             )
         }
@@ -157,6 +157,10 @@ class WeightServer:
         self, request: weights_pb2.SubscribeRequest, context: grpc.ServicerContext
     ) -> Iterator[bytes]:
         """Yield serialized WeightChunk messages in the order weights.proto defines."""
+        if isinstance(request, grpc_util.BadRequest):  # bytes that are no SubscribeRequest
+            with self._cond:
+                self._counts["invalid_requests"] += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.details)
         if request.have_version < -1:
             with self._cond:
                 self._counts["invalid_requests"] += 1

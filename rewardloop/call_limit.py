@@ -16,7 +16,7 @@ Measured on 2 cores with 64 streams open: health p50 1 ms; while 64 more clients
 refused streams in a loop (in the same process, sharing the cores), every health check still
 answered SERVING (p50 21 ms, max 0.36 s), and none of the short calls was refused by grpc.
 
-A slot is freed when the call's handler returns (a streaming handler: when its response
+A slot is taken when the call's handler starts on its thread and freed when it returns (a streaming handler: when its response
 iterator ends or is dropped) or when the RPC terminates, whichever comes first; a handler still
 winding down after its RPC ended keeps its thread for its own poll interval (0.5 s in ingest
 and weights), which the spare threads absorb.
@@ -62,18 +62,24 @@ class CallLimit(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler_call_details.method == HEALTH_CHECK:
             return handler
-        with self._lock:
-            admitted = self._open < self.max_calls
-            if admitted:
-                self._open += 1
-            else:
-                self.refused += 1
         kind = _kind(handler)
-        if not admitted:
-            return handler._replace(**{kind: self._refuse})
         behavior = getattr(handler, kind)
         wrap = _wrap_stream if handler.response_streaming else _wrap_unary
-        return handler._replace(**{kind: wrap(behavior, self._releaser())})
+        return handler._replace(**{kind: wrap(behavior, self)})
+
+    def _admit(self) -> Callable[[], None] | None:
+        """Take a slot for the call now starting: its releaser, or None (refused, counted).
+
+        Taken when the call's handler starts on its thread, not when grpc looks the handler up:
+        a call that ends before it gets a thread (its deadline passed, or the client cancelled,
+        in a queue behind busy threads) never runs the handler, and a slot taken at lookup
+        would then never be given back."""
+        with self._lock:
+            if self._open >= self.max_calls:
+                self.refused += 1
+                return None
+            self._open += 1
+        return self._releaser()
 
     def _refuse(self, request, context: grpc.ServicerContext):
         context.abort(
@@ -99,8 +105,11 @@ def _kind(handler: grpc.RpcMethodHandler) -> str:
     return _KINDS[2 * handler.request_streaming + handler.response_streaming]
 
 
-def _wrap_unary(behavior, release: Callable[[], None]):
+def _wrap_unary(behavior, limit: CallLimit):
     def call(request, context):
+        release = limit._admit()
+        if release is None:
+            return limit._refuse(request, context)
         if not context.add_callback(release):
             release()
         try:
@@ -111,8 +120,11 @@ def _wrap_unary(behavior, release: Callable[[], None]):
     return call
 
 
-def _wrap_stream(behavior, release: Callable[[], None]):
+def _wrap_stream(behavior, limit: CallLimit):
     def call(request, context) -> Iterator:
+        release = limit._admit()
+        if release is None:
+            return limit._refuse(request, context)
         if not context.add_callback(release):
             release()
         try:

@@ -1,11 +1,16 @@
 """The `rewardloop` command: the top floor, the only part of rewardloop/ that calls cluster/.
 
 rewardloop train [--config FILE] [--set key=value ...] [--out DIR] [--max-steps N] [--address A]
+rewardloop train --resume RUN_DIR [--set key=value ...] [--max-steps N]
 rewardloop eval --model DIR [--config FILE] [--set ...]
 rewardloop feedback serve|forget ...
 rewardloop bench NAME [--json]
 rewardloop worker (--run-dir DIR | --learner HOST:PORT --weights HOST:PORT) [--config FILE] ...
 rewardloop status RUN_DIR [--timeout S]
+rewardloop chaos [--config FILE] [--set ...] --kill-workers N --kill-learner M [--max-steps S]
+                 [--duration-s D] [--out DIR] [--seed S]
+rewardloop serve [--config FILE] [--set ...] [--out DIR];  versions | rollback | pin | forget RUN_DIR ...
+rewardloop scale RUN_DIR [--workers N] [--wait S]; rewardloop stop RUN_DIR
 """
 
 from __future__ import annotations
@@ -44,10 +49,13 @@ def _load(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rewardloop.cluster import resume
     from rewardloop.cluster.run import train
 
+    if args.resume:
+        resume.resume_args(args)  # the run's config.json and directory (overrides still apply)
     cfg = _load(args)
-    summary = train(cfg, progress=not args.quiet)
+    summary = train(cfg, progress=not args.quiet, resume=bool(args.resume))
     print(f"\nrun directory: {cfg.out}")
     print(
         f"steps {summary['steps']}  seconds {summary['seconds']}  trajectories {summary['trajectories']}"
@@ -119,6 +127,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rewardloop.bench import runner
 
     return runner.main([args.name, *(["--json"] if args.json else []), *args.rest])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`rewardloop serve`: live traffic in, versions out (cluster/serve_command.py)."""
+    from rewardloop.cluster.serve_command import serve
+
+    serve(_load(args), progress=not args.quiet)
+    return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """Train under SIGKILLs of workers and the learner (cluster/chaos.py); prints JSON."""
+    from rewardloop.cluster import chaos
+
+    return chaos.command(_load(args), args)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -217,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-steps", type=int, help="optimizer steps")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue a stopped or killed run from its resume/"
+    )
+    train.add_argument(
         "--address",
         help="Ray cluster to attach to, e.g. HOST:6379 (also RAY_ADDRESS or cluster.address; "
         "default: start a local Ray)",
@@ -250,10 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
     _worker_arguments(
         sub.add_parser("worker", help="a rollout worker outside the cluster, as a plain process")
     )
+    from rewardloop.cluster.chaos import add_arguments as chaos_arguments
+
+    chaos = sub.add_parser("chaos", help="train while killing workers and the learner")
+    chaos_arguments(chaos, _config_args)
+    chaos.set_defaults(func=cmd_chaos)
     status = sub.add_parser("status", help="a running run's live metrics as a table")
     status.add_argument("run_dir", help="the run directory (its endpoints.json names /metrics)")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds per scrape")
     status.set_defaults(func=cmd_status)
+    serve = sub.add_parser("serve", help="an OpenAI-compatible API that learns from feedback")
+    _config_args(serve)
+    serve.add_argument("--out", help="run directory (default runs/latest)")
+    serve.add_argument("--quiet", action="store_true", help="no progress lines")
+    serve.set_defaults(func=cmd_serve)
+    from rewardloop.serving.commands import add_arguments as serve_commands
+
+    serve_commands(sub)  # versions, rollback, pin, forget
+    from rewardloop.scale_command import add_parser as scale_arguments
+
+    scale_arguments(sub)  # rewardloop scale RUN_DIR --workers N, rewardloop stop RUN_DIR
     return parser
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from concurrent import futures
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from rewardloop import auth
@@ -227,7 +228,9 @@ class GrpcServer:
             self._max_workers + (HEALTH_THREADS if limit else 0),
             *self._message_bytes,
             thread_name_prefix=self._name,
-            interceptors=[*([self._auth] if self._auth is not None else ()), *limit],
+            # The limit is outermost: it must see (and free) every call it admits, including
+            # the token check's refusals; inside it, those leaked a slot each, for good.
+            interceptors=[*limit, *([self._auth] if self._auth is not None else ())],
             max_queued=SHORT_CALLS_QUEUED if limit else None,
         )
         for register in self._services:
@@ -283,6 +286,32 @@ def check_health(target: str, service: str = "", timeout_s: float = 2.0) -> str:
         raise error_from_rpc(exc, f"health check of {target}") from exc
     finally:
         channel.close()
+
+
+class BadRequest:
+    """Request bytes that are not a valid message: what `lenient_deserializer` hands the handler
+    instead of letting grpc answer INTERNAL ("Exception deserializing request!", uncounted)."""
+
+    def __init__(self, type_name: str, problem: str):
+        self.type_name, self.problem = type_name, problem
+
+    @property
+    def details(self) -> str:
+        """The INVALID_ARGUMENT details: names the field (`request`) and what is wrong."""
+        return f"request: is not a valid {self.type_name} message: {self.problem}"
+
+
+def lenient_deserializer(cls) -> Callable[[bytes], object]:
+    """`cls.FromString`, but undecodable bytes become a `BadRequest` the handler can count and
+    answer with INVALID_ARGUMENT (a streaming handler sees it in its request iterator)."""
+
+    def deserialize(data: bytes):
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return BadRequest(cls.DESCRIPTOR.full_name, str(exc) or "cannot decode")
+
+    return deserialize
 
 
 def abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rewardloop import lora
 from rewardloop.config import ModelConfig, RunConfig
 from rewardloop.errors import ConfigError
 
@@ -33,7 +34,8 @@ def default_model_dir(cfg: ModelConfig | RunConfig, task: str = "newsfeed", seed
 def load_policy(
     cfg: ModelConfig | RunConfig, task: str = "newsfeed"
 ) -> tuple[PreTrainedModel, object, str]:
-    """(model, tokenizer, path) for `model.name_or_path`; model in float32 and eval mode."""
+    """(model, tokenizer, path) for `model.name_or_path`; model in float32 and eval mode,
+    wrapped in a LoRA adapter (a peft PeftModel) when `model.lora_r > 0`."""
     model_cfg = cfg.model if isinstance(cfg, RunConfig) else cfg
     path = (
         str(default_model_dir(cfg, task))
@@ -49,7 +51,13 @@ def load_policy(
             "directory, an id already in the Hugging Face cache, or `default`"
         ) from exc
     ensure_special_tokens(model, tokenizer)
+    if model_cfg.chat_template == "none":  # prompts.encode_prompt then uses the plain text
+        tokenizer.chat_template = None
     model.float().eval()
+    if model_cfg.lora_r:  # every holder of the policy wraps it the same way (rewardloop/lora.py)
+        model = lora.wrap(
+            model, model_cfg.lora_r, model_cfg.lora_alpha, model_cfg.lora_target_modules
+        ).eval()
     return model, tokenizer, path
 
 

@@ -14,6 +14,21 @@ from pathlib import Path
 from rewardloop.errors import InvalidInput
 
 
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """A prompt's token ids as the policy should see it: through the tokenizer's chat template
+    (one user turn, then the assistant's opening, `add_generation_prompt`) when it has one, so
+    an instruct model is asked the way it was trained; else the plain text, no special tokens.
+    `model.chat_template: none` makes `load_policy` drop the template, and with it this step."""
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "keys"):  # a BatchEncoding in newer versions
+            ids = ids["input_ids"]
+        return list(ids)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 @dataclass(frozen=True)
 class Prompt:
     text: str

@@ -7,12 +7,14 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """Appends one JSON line per training step (and per evaluation, with "event": "eval")."""
+    """Appends one JSON line per training step (and per evaluation, with "event": "eval").
 
-    def __init__(self, path: Path):
+    `append=True` (a resumed run) goes on after the lines already there."""
+
+    def __init__(self, path: Path, append: bool = False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("w")
+        self._file = self.path.open("a" if append else "w")
 
     def write(self, record: dict) -> None:
         self._file.write(json.dumps(record, sort_keys=True, default=float) + "\n")
@@ -20,6 +22,21 @@ class MetricsLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def read_records(path: Path) -> list[dict]:
+    """The lines of a metrics.jsonl ([] when absent; a torn last line is skipped)."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:

@@ -88,6 +88,10 @@ def run_figures(steps: list[dict], worker_stats: list[dict], train_seconds: floa
         "dropped_stale": steps[-1]["dropped_stale"] if steps else 0,
         "learner_wait_fraction": steps[-1]["wait_fraction"] if steps else 0.0,
         "steps_skipped": sum(int(s["skipped"]) for s in steps),
+        # bytes one weight version carries to workers (a LoRA run: its adapter only), and the
+        # whole model's, for comparison
+        "weight_bytes_per_version": steps[-1].get("publish_bytes") if steps else None,
+        "full_weight_bytes": steps[-1].get("full_weight_bytes") if steps else None,
         "rollout_workers": worker_stats,
     }
 

@@ -1,4 +1,6 @@
-"""Wire conversion: Trajectory <-> protobuf (weights travel through `rewardloop.weight_wire`).
+"""Wire conversion: Trajectory <-> protobuf, the row form of a batch (one `Trajectory` message
+each). Workers send the column form (`rewardloop.wire_columns`, which reuses the array checks
+here); the learner still accepts this one. Weights travel through `rewardloop.weight_wire`.
 
 Token ids and behavior log-probs travel as packed little-endian bytes (int32 / float32, see
 trajectory.proto), so both ends convert a whole array with one numpy call. The learner decodes a
@@ -120,7 +122,7 @@ def trajectories_from_protos(
         return out
     ids = np.frombuffer(b"".join(id_blobs), IDS_DTYPE)
     lps = np.frombuffer(b"".join(lp_blobs), LOGPROBS_DTYPE)
-    all_ok = _ids_ok(ids, vocab_size) and _logprobs_ok(lps)
+    all_ok = ids_ok(ids, vocab_size) and logprobs_ok(lps)
     i = j = 0
     for k, item in enumerate(out):
         if isinstance(item, InvalidInput):
@@ -132,7 +134,7 @@ def trajectories_from_protos(
         i += n_prompt + n_completion
         j += n_completion
         if not all_ok:  # something in the batch is bad: find out whether it is this one
-            problem = _array_problem(prompt, completion, logprobs, vocab_size)
+            problem = array_problem(prompt, completion, logprobs, vocab_size)
             if problem is not None:
                 out[k] = problem
                 continue
@@ -163,6 +165,13 @@ def _scalar_problem(
         )
     if not math.isfinite(msg.reward):
         return InvalidInput("reward", f"must be finite, got {msg.reward}")
+    for p in msg.reward_parts:  # NaN / inf here would poison the reward metrics
+        if not (math.isfinite(p.value) and math.isfinite(p.weight)):
+            return InvalidInput(
+                "reward_parts", f"{p.name!r}: value {p.value} and weight {p.weight} must be finite"
+            )
+    if not math.isfinite(msg.feedback.latency_s):
+        return InvalidInput("feedback.latency_s", f"must be finite, got {msg.feedback.latency_s}")
     if msg.policy_version < 0:
         return InvalidInput("policy_version", f"must be >= 0, got {msg.policy_version}")
     if msg.group_size < 0:
@@ -187,23 +196,23 @@ def _length_problem(
     return None
 
 
-def _ids_ok(ids: np.ndarray, vocab_size: int | None) -> bool:
+def ids_ok(ids: np.ndarray, vocab_size: int | None) -> bool:
     return bool(ids.min() >= 0 and (vocab_size is None or ids.max() < vocab_size))
 
 
-def _logprobs_ok(lps: np.ndarray) -> bool:
+def logprobs_ok(lps: np.ndarray) -> bool:
     # min/max propagate NaN, so a NaN fails both comparisons; -inf fails the first.
     return bool(lps.min() > -np.inf and lps.max() <= LOGPROB_MAX)
 
 
-def _array_problem(
+def array_problem(
     prompt: np.ndarray, completion: np.ndarray, logprobs: np.ndarray, vocab_size: int | None
 ) -> InvalidInput | None:
     for name, ids in (("prompt_ids", prompt), ("completion_ids", completion)):
-        if not _ids_ok(ids, vocab_size):
+        if not ids_ok(ids, vocab_size):
             where = ">= 0" if vocab_size is None else f"in [0, {vocab_size})"
             return InvalidInput(name, f"token ids must be {where}")
-    if not _logprobs_ok(logprobs):
+    if not logprobs_ok(logprobs):
         return InvalidInput(
             "behavior_logprobs", f"must be finite log-probabilities (<= 0, tolerance {LOGPROB_MAX})"
         )

@@ -225,6 +225,10 @@ def open_channel(url: str, ca_cert: str = "", max_message_bytes: int = 64 << 20)
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
+        # gRPC's own reconnect backoff grows to 120 s, and a channel waiting it out fails every
+        # call at once: capped, a reward service that comes back is used again within seconds
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
     if tls:
         roots = open(ca_cert, "rb").read() if ca_cert else None

@@ -15,13 +15,15 @@ from rewardloop.errors import ConfigError
 ALGORITHMS = ("grpo", "rloo", "reinforce", "ppo")
 REWARD_KINDS = ("persona", "function", "http", "grpc", "human")
 LR_SCHEDULES = ("constant", "linear", "cosine")
-AGGREGATIONS = ("token", "sequence")
+AGGREGATIONS = ("token", "sequence", "constant")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 IS_LEVELS = ("token", "sequence")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "bfloat16")
 WEIGHT_SYNCS = ("object_store", "grpc")
 EXPIRY_OUTCOMES = ("drop", "neutral")
+UNRATED = ("default", "drop")
+FEEDBACK_AGGREGATIONS = ("earliest", "latest", "mean")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_SPREAD")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .base import EXPIRY_OUTCOMES, _require, _Section, one_of
+from .base import EXPIRY_OUTCOMES, FEEDBACK_AGGREGATIONS, UNRATED, _require, _Section, one_of
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,16 @@ class FeedbackConfig(_Section):
     """helpdesk: simulated users rating through the autostarted gateway's HTTP API (0 = none; people rate)."""
     rating_delay_s: float = 2.0
     """Mean seconds a simulated rater takes to answer (each delay is uniform in [0.5, 1.5] x this)."""
+    wait_s: float = 86400.0
+    """serve: seconds a logged response waits for its user's rating before `unrated` applies."""
+    unrated: str = "default"
+    """serve: what an unrated response becomes after wait_s: default (trained with
+    default_reward) or drop (never trained; counted either way)."""
+    default_reward: float = 0.0
+    """serve: the reward of a response nobody rated within wait_s (unrated=default)."""
+    aggregation: str = "earliest"
+    """serve: several ratings of one response: earliest (trained as soon as the first comes),
+    latest or mean (both wait for wait_s, then combine)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -99,3 +109,13 @@ class FeedbackConfig(_Section):
             "they rate through the gateway the run starts: set feedback.autostart=true",
         )
         _require(self.rating_delay_s >= 0, self.key("rating_delay_s"), "must be >= 0 seconds")
+        _require(0 < self.wait_s < float("inf"), self.key("wait_s"), "must be finite seconds > 0")
+        _require(self.unrated in UNRATED, self.key("unrated"), one_of(UNRATED))
+        _require(
+            abs(self.default_reward) < float("inf"), self.key("default_reward"), "must be finite"
+        )
+        _require(
+            self.aggregation in FEEDBACK_AGGREGATIONS,
+            self.key("aggregation"),
+            one_of(FEEDBACK_AGGREGATIONS),
+        )

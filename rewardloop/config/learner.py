@@ -42,16 +42,32 @@ class LearnerConfig(_Section):
     """PPO clip range for the policy ratio."""
     clip_eps_high: float = 0.0
     """grpo, ppo: upper clip bound 1 + clip_eps_high (DAPO's clip-higher, e.g. 0.28; 0 = clip_eps)."""
+    dual_clip: float = 0.0
+    """grpo, ppo: dual-clip c > 1 for negative advantages, objective >= c x A (e.g. 3; 0 = off)."""
+    log_ratio_bound: float = 20.0
+    """Clamp log(pi / pi_old) and log(pi_ref / pi) to +-this before exp, so one extreme token
+    cannot overflow a ratio into a NaN step."""
     ppo_epochs: int = 1
     """ppo: optimizer passes over each batch, all clipped against the behavior log-probs."""
     is_cap: float = 2.0
     """Truncation cap for importance weights learner/behavior on stale data."""
     is_level: str = "token"
-    """rloo, reinforce: importance weights per token, or per sequence (the completion's ratio)."""
+    """rloo, reinforce: truncated importance weights per token or per completion (the product of
+    its ratios); grpo, ppo: the clipped ratio per token or per completion (GSPO's
+    exp(mean log ratio))."""
     scale_std: bool = True
     """GRPO: divide group-relative advantages by the group's std."""
     aggregation: str = "token"
-    """Loss aggregation: token (mean over all tokens) or sequence (mean of per-sequence means)."""
+    """Loss aggregation: token (mean over all tokens), sequence (mean of per-sequence means) or
+    constant (sum / (B x norm_tokens), Dr. GRPO's; with scale_std=false that is Dr. GRPO)."""
+    norm_tokens: int = 0
+    """aggregation=constant: tokens per completion in the normaliser (0 = rollout.max_new_tokens)."""
+    filter_constant_groups: bool = False
+    """Dynamic sampling (DAPO): leave groups whose rewards are all equal out of the step (they
+    carry no signal but dilute the mean); a step with no group left is skipped, counted."""
+    mask_truncated: bool = False
+    """Overlong filtering (DAPO): completions cut off by rollout.max_new_tokens (no eos at the
+    end) get no gradient; they still count in their group's baseline."""
     kl_coef: float = 0.0
     """Weight of the KL penalty to the frozen reference (0 = no reference kept)."""
     kl_estimator: str = "k3"
@@ -84,6 +100,9 @@ class LearnerConfig(_Section):
     serve_weights: bool = False
     """Also serve WeightService (gRPC) for workers outside the cluster (`rewardloop worker`);
     always on with rollout.weight_sync=grpc. The run writes both addresses to endpoints.json."""
+    weights_port: int = 0
+    """WeightService port when it is served (0 = a free one; fix it for workers that reach the
+    learner through a Service or a firewall, e.g. `rewardloop worker --weights HOST:PORT`)."""
     metrics_port: int = 0
     """Prometheus /metrics port of the learner (0 = a free one, recorded in the run's
     endpoints.json; -1 = off)."""
@@ -100,6 +119,14 @@ class LearnerConfig(_Section):
     """Longest the learner waits for a full batch before it reports starvation."""
     torch_threads: int = 1
     """torch intra-op threads on the learner (CPU)."""
+    checkpoint_every_steps: int = 10
+    """Write a resume checkpoint (`<out>/resume/`: model, optimizer, RNG, buffer, accounting)
+    every this many steps; one is always written when the run stops (0 = only then)."""
+    max_restarts: int = 3
+    """Times Ray restarts a learner whose process died; it resumes from its newest resume
+    checkpoint within the same run (0 = a dead learner ends the run)."""
+    restart_timeout_s: float = 300.0
+    """Longest the driver waits for a restarting learner to answer again before giving up."""
 
     def __post_init__(self) -> None:
         _require(
@@ -126,6 +153,19 @@ class LearnerConfig(_Section):
             self.key("clip_eps_high"),
             "must be in [0, 1) (0 = the same as clip_eps)",
         )
+        _require(
+            self.dual_clip == 0 or self.dual_clip > 1,
+            self.key("dual_clip"),
+            f"must be > 1 (e.g. 3) or 0 (off), got {self.dual_clip!r}",
+        )
+        _require(
+            self.log_ratio_bound > 0,
+            self.key("log_ratio_bound"),
+            f"must be > 0 (e.g. 20), got {self.log_ratio_bound!r}",
+        )
+        _require(
+            self.norm_tokens >= 0, self.key("norm_tokens"), "must be >= 0 (0 = max_new_tokens)"
+        )
         _require(self.ppo_epochs >= 1, self.key("ppo_epochs"), "must be >= 1")
         _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
         _require(self.is_level in IS_LEVELS, self.key("is_level"), one_of(IS_LEVELS))
@@ -148,6 +188,14 @@ class LearnerConfig(_Section):
         _require(self.device in DEVICES, self.key("device"), one_of(DEVICES))
         _require(0 <= self.port < 65536, self.key("port"), "must be a TCP port or 0")
         _require(
+            0 <= self.weights_port < 65536, self.key("weights_port"), "must be a TCP port or 0"
+        )
+        _require(
+            not self.port or self.weights_port != self.port,
+            self.key("weights_port"),
+            f"must differ from learner.port ({self.port})",
+        )
+        _require(
             bool(self.tls_cert) == bool(self.tls_key),
             self.key("tls_cert"),
             "give learner.tls_cert and learner.tls_key together, or neither",
@@ -165,3 +213,10 @@ class LearnerConfig(_Section):
         )
         _require(self.wait_timeout_s > 0, self.key("wait_timeout_s"), "must be > 0")
         _require(self.torch_threads >= 1, self.key("torch_threads"), "must be >= 1")
+        _require(
+            self.checkpoint_every_steps >= 0,
+            self.key("checkpoint_every_steps"),
+            "must be >= 0 (0 = only when the run stops)",
+        )
+        _require(self.max_restarts >= 0, self.key("max_restarts"), "must be >= 0")
+        _require(self.restart_timeout_s > 0, self.key("restart_timeout_s"), "must be > 0")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
 from .base import DTYPES, _require, _Section, one_of
+
+_MODULES = re.compile(r"^(all-linear|auto|[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_][\w.]*)*)$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,17 @@ class ModelConfig(_Section):
     """BPE vocabulary size of the default tokenizer."""
     dtype: str = "float32"
     """Learner compute dtype on a GPU: float32, or bfloat16 autocast with float32 master weights."""
+    chat_template: str = "auto"
+    """auto: prompts go through the tokenizer's chat template when it has one (one user turn +
+    the assistant's opening); none: always the plain prompt text."""
+    lora_r: int = 0
+    """LoRA rank (peft): train only a rank-r adapter and send workers only its weights
+    (0 = full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the adapter's update is B A x lora_alpha / lora_r."""
+    lora_target_modules: str = "all-linear"
+    """Modules that get an adapter: all-linear (every Linear but the output layer), auto
+    (peft's per-architecture default: q_proj,v_proj or GPT-2's c_attn) or a comma list."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")
@@ -43,3 +57,21 @@ class ModelConfig(_Section):
         )
         _require(self.vocab_size >= 300, self.key("vocab_size"), "must be >= 300 (bytes + merges)")
         _require(self.dtype in DTYPES, self.key("dtype"), one_of(DTYPES))
+        _require(
+            self.chat_template in ("auto", "none"),
+            self.key("chat_template"),
+            f"auto or none, got {self.chat_template!r}",
+        )
+        _require(
+            self.lora_r >= 0,
+            self.key("lora_r"),
+            f"must be >= 0 (0 = full fine-tuning), got {self.lora_r!r}",
+        )
+        _require(
+            self.lora_alpha > 0, self.key("lora_alpha"), f"must be > 0, got {self.lora_alpha!r}"
+        )
+        _require(
+            _MODULES.match(self.lora_target_modules.strip()) is not None,
+            self.key("lora_target_modules"),
+            f"all-linear, auto or comma-separated module names, got {self.lora_target_modules!r}",
+        )

@@ -37,23 +37,21 @@ def field_docs() -> dict[tuple[str, str], str]:
 
 
 def rows() -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc line) of every leaf key; a nested section (rollout.autoscale)
+    gives one row per key inside it."""
     docs = field_docs()
-    root = config_module.RunConfig()
     out = []
-    for f in dataclasses.fields(root):
-        value = getattr(root, f.name)
-        if dataclasses.is_dataclass(value):
-            for sub in dataclasses.fields(value):
-                key = f"{f.name}.{sub.name}"
-                out.append(
-                    (
-                        key,
-                        repr(getattr(value, sub.name)),
-                        docs.get((type(value).__name__, sub.name), ""),
-                    )
-                )
-        else:
-            out.append((f.name, repr(value), docs.get(("RunConfig", f.name), "")))
+
+    def walk(section, prefix: str) -> None:
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, f"{key}.")
+            else:
+                out.append((key, repr(value), docs.get((type(section).__name__, f.name), "")))
+
+    walk(config_module.RunConfig(), "")
     return out
 
 

@@ -11,6 +11,7 @@ from .learner import LearnerConfig
 from .model import ModelConfig
 from .reward import RewardConfig
 from .rollout import RolloutConfig
+from .serve import ServeConfig
 
 
 @dataclass(frozen=True)
@@ -86,9 +87,20 @@ class ClusterConfig(_Section):
     placement_timeout_s: float = 120.0
     """Stop the run with an error naming what is short when the cluster cannot place the learner
     and workers within this many seconds (it never waits forever)."""
+    control_host: str = "127.0.0.1"
+    """Where the driver serves its control endpoint (`rewardloop scale`, recorded as `control` in
+    the run's endpoints.json); a non-loopback host needs learner.token (or learner.allow_insecure)."""
+    control_port: int = 0
+    """Port of the control endpoint (0 = a free one, -1 = no control endpoint)."""
 
     def __post_init__(self) -> None:
         _require(self.num_cpus >= 0, self.key("num_cpus"), "must be >= 0")
+        _require(
+            self.control_port == -1 or 0 <= self.control_port <= 65535,
+            self.key("control_port"),
+            "must be a port 0..65535 (0 = a free one) or -1 (off)",
+        )
+        _require(bool(self.control_host), self.key("control_host"), "must name a host")
         for name in ("learner_resources", "rollout_resources"):
             resources = getattr(self, name)
             _require(isinstance(resources, dict), self.key(name), "must be a mapping")
@@ -141,6 +153,7 @@ class RunConfig(_Section):
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def __post_init__(self) -> None:
         from rewardloop.tasks import DEFAULT_TASK, PROMPT_FILE_TASK, get_task, task_names

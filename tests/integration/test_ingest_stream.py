@@ -16,7 +16,8 @@ import pytest
 from ingest_testutil import VOCAB, RawStream, started_learner, traj, wait_until
 
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.learner.ingest_server import _END, _coalesce
+from rewardloop.learner.ingest_protocol import coalesce_grants as _coalesce
+from rewardloop.learner.ingest_server import _END
 from rewardloop.pb import trajectory_pb2
 from rewardloop.wire import trajectory_to_proto
 

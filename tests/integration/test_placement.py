@@ -95,6 +95,7 @@ def test_scaling_reuses_freed_bundles_and_goes_outside_the_group_when_full(
         "cluster.learner_resources={CPU: 0.5}",
         "cluster.rollout_resources={CPU: 0.5}",
         "learner.max_steps=3",
+        "cluster.placement_timeout_s=60",  # worker-2 waits for worker-0's bundle to be freed
     ]
     cfg = load_config(None, [f"model.cache_dir={model_cache}", f"out={tmp_path}", *FAST, *extra])
     run = Run(cfg, progress=False)
@@ -106,7 +107,8 @@ def test_scaling_reuses_freed_bundles_and_goes_outside_the_group_when_full(
         assert pool.slots == {"worker-0": 0}
         pool.scale(2)  # the group has one worker bundle: worker-1 is placed outside it
         assert pool.slots["worker-1"] is None
-        pool.scale(0)
+        pool.scale(0)  # retiring workers keep their bundle until they have exited
+        _wait_until(lambda: not (pool.reap() or pool.retiring), 120, "the workers to retire")
         pool.scale(1)  # worker-0 freed bundle 0: the next worker takes it
         assert pool.slots["worker-2"] == 0
         run.watch()

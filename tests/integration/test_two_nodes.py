@@ -7,58 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from pathlib import Path
 
 import pytest
 
-RAY = str(Path(sys.executable).with_name("ray"))
+from rewardloop.bench.ray_nodes import RAY, agent_ports, free_port, stop_processes
+
 STEPS = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_naming(needles: list[str]) -> list[int]:
-    """PIDs whose command line names one of `needles` (a node's temp dir, the GCS address)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if any(n.encode() in cmdline for n in needles):
-            pids.append(int(entry.name))
-    return pids
-
-
-def _stop(needles: list[str]) -> None:
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        for pid in _pids_naming(needles):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + wait_s
-        while _pids_naming(needles) and time.monotonic() < deadline:
-            time.sleep(0.2)  # polling for the processes to exit, with a deadline
-
-
-def _ports() -> list[str]:
-    """Distinct ports for one node's agents (two nodes on one machine must not share them)."""
-    names = ["dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port"]
-    names += ["metrics-export-port"]
-    return [f"--{name}={_free_port()}" for name in names]
 
 
 @pytest.fixture
@@ -66,17 +23,22 @@ def two_nodes():
     """(address, state API URL, env): a head with {learner_node: 1} and a node with {rollout_node: 1}."""
     head_dir = tempfile.mkdtemp(prefix="rlhead", dir="/tmp")
     node_dir = tempfile.mkdtemp(prefix="rlnode", dir="/tmp")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    common = ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1", *_ports()]
-    dashboard_port = _free_port()  # for Ray's state API (list_actors), which the dashboard serves
+    common = [
+        "--num-cpus=1",
+        "--disable-usage-stats",
+        "--node-ip-address=127.0.0.1",
+        *agent_ports(),
+    ]
+    dashboard_port = free_port()  # for Ray's state API (list_actors), which the dashboard serves
     head = [RAY, "start", "--head", f"--port={port}", "--include-dashboard=true"]
     head += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
-    head += [f"--ray-client-server-port={_free_port()}", f"--temp-dir={head_dir}"]
+    head += [f"--ray-client-server-port={free_port()}", f"--temp-dir={head_dir}"]
     head += [*common, '--resources={"learner_node": 1}']
     node = [RAY, "start", f"--address={address}", f"--temp-dir={node_dir}"]
-    node += ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1", *_ports()]
+    node += ["--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1", *agent_ports()]
     node += ['--resources={"rollout_node": 1}']
     try:
         for cmd in (head, node):
@@ -84,7 +46,7 @@ def two_nodes():
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
         yield address, f"http://127.0.0.1:{dashboard_port}", env
     finally:
-        _stop([head_dir, node_dir, f"--gcs-address={address}", f"--gcs_address={address}"])
+        stop_processes([head_dir, node_dir, f"--gcs-address={address}", f"--gcs_address={address}"])
 
 
 def test_the_learner_and_the_worker_train_on_different_nodes(model_cache, two_nodes, tmp_path):

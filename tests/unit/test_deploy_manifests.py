@@ -34,6 +34,7 @@ EXPECTED_KINDS = {
         ("apps/v1", "Deployment"),
         ("v1", "Service"),
     ],
+    "external-worker.yaml": [("v1", "Service"), ("apps/v1", "Deployment")],
 }
 
 
@@ -49,6 +50,8 @@ def one(path: Path, kind: str) -> dict:
 RAYCLUSTER = one(KUBERAY / "raycluster.yaml", "RayCluster")
 RAYJOB = one(KUBERAY / "rayjob.yaml", "RayJob")
 GATEWAY = one(KUBERAY / "feedback-gateway.yaml", "Deployment")
+EXTERNAL_WORKER = one(KUBERAY / "external-worker.yaml", "Deployment")
+LEARNER_SERVICE = one(KUBERAY / "external-worker.yaml", "Service")
 
 
 def ray_pod_specs(cluster_spec: dict) -> dict[str, dict]:
@@ -66,6 +69,7 @@ def all_pod_specs() -> dict[str, dict]:
     )
     pods["rayjob/submitter"] = RAYJOB["spec"]["submitterPodTemplate"]["spec"]
     pods["feedback-gateway"] = GATEWAY["spec"]["template"]["spec"]
+    pods["external-worker"] = EXTERNAL_WORKER["spec"]["template"]["spec"]
     return pods
 
 
@@ -90,10 +94,14 @@ def ray_pin() -> str:
 
 
 def entrypoint_args() -> tuple[str, list[str]]:
+    """The RayJob entrypoint's --config path and its overrides (`--address A` is the override
+    cluster.address=A, as the CLI applies it)."""
     argv = shlex.split(RAYJOB["spec"]["entrypoint"])
     assert argv[:2] == ["rewardloop", "train"], argv
     config = argv[argv.index("--config") + 1]
     sets = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    if "--address" in argv:
+        sets.append(f"cluster.address={argv[argv.index('--address') + 1]}")
     return config, sets
 
 
@@ -355,7 +363,7 @@ def test_cluster_launcher_config_is_valid_for_ray():
     remote_dir = str(PurePosixPath(config_path).parent)
     local = ROOT / raw["file_mounts"][remote_dir] / PurePosixPath(config_path).name
     assert local == CLUSTER_CONFIG
-    assert f"--config {config_path} --set cluster.address=auto" in README
+    assert f"--config {config_path} --address auto" in README
 
 
 def test_prometheus_scrapes_the_configured_metrics_ports():
