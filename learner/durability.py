@@ -107,4 +107,4 @@ class Checkpointer:
         self.durable_version = version
         seconds = time.perf_counter() - t0
         self.saved.append({"step": step, "version": version, "seconds": round(seconds, 3)})
-        log.info("resume checkpoint at step %d, version %d (%.2fs)", step, version, seconds)
+        log.debug("resume checkpoint at step %d, version %d (%.2fs)", step, version, seconds)

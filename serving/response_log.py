@@ -25,13 +25,13 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rewardloop.durable_db import open_wal, transaction
 from rewardloop.errors import InvalidInput, NotFound
 
 SCHEMA = """
@@ -110,10 +110,7 @@ class ResponseLog:
         self.aggregation = aggregation
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        self.journal_mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        self._db.execute("PRAGMA synchronous = FULL")
+        self._db, self.journal_mode = open_wal(self.path)
         self._db.executescript(SCHEMA)
         with self._tx() as db:  # the buffer died with the last process: due again
             db.execute("UPDATE responses SET state = 'waiting' WHERE state = 'queued'")
@@ -137,16 +134,8 @@ class ResponseLog:
             clock=clock,
         )
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self):
+        return transaction(self._db, self._lock)
 
     def _meta(self, name: str) -> str:
         with self._lock:

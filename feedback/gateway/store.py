@@ -19,10 +19,10 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from rewardloop.durable_db import open_wal, transaction
 from rewardloop.errors import InvalidInput, NotFound
 
 from .records import BLOCKED, EXPIRED_KIND, RATED, Item, Outcome, SubmitResult
@@ -91,10 +91,7 @@ class FeedbackStore:
         self.retention_days = retention_days
         self.clock = clock
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 5000")
-        self.journal_mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        self._db.execute("PRAGMA synchronous = FULL")
+        self._db, self.journal_mode = open_wal(self.path)
         self._db.executescript(SCHEMA)
 
     @classmethod
@@ -110,16 +107,8 @@ class FeedbackStore:
             clock=clock,
         )
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self):
+        return transaction(self._db, self._lock)
 
     @staticmethod
     def _bump(db: sqlite3.Connection, name: str, n: int = 1) -> None:
