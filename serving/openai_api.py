@@ -23,14 +23,12 @@ import asyncio
 import hmac
 import json
 import logging
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
+from rewardloop.aiohttp_thread import ThreadedHttpApp
 from rewardloop.errors import (
-    ConfigError,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -56,27 +54,20 @@ class TimedOut(RewardLoopError):
     http_status = 504
 
 
-class OpenAIServer:
+class OpenAIServer(ThreadedHttpApp):
     """The API over a ServeCore (and, for admin calls, the LiveLoop); port 0 picks one."""
+
+    PORT_KEY, NAME, THREAD = "serve.port", "serve API", "serve-http"
 
     def __init__(self, core, loop_ctl=None, api_keys: list[str] = (), admin_token: str = ""):
         self.core, self.ctl = core, loop_ctl
         self.cfg = core.serve
         self.api_keys = [k for k in api_keys if k]
         self.admin_token = admin_token
-        self.host, self.port = self.cfg.host, self.cfg.port
         self.in_flight = 0
         self.counts = {"rejected_queue_full": 0, "timeouts": 0, "errors": 0, "unauthenticated": 0}
         self.latencies: list[float] = []
-        self._pool = ThreadPoolExecutor(max_workers=self.cfg.max_queue + 4)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        self._setup_http(self.cfg.host, self.cfg.port, self.cfg.max_queue + 4)
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -94,44 +85,6 @@ class OpenAIServer:
             app.router.add_post(f"/admin/{name}", self.admin)
         app.router.add_route("*", "/{tail:.*}", self.no_route)
         return app
-
-    def start(self, timeout_s: float = 10.0) -> OpenAIServer:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name="serve-http", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise RuntimeError(f"serve API did not start within {timeout_s} s")
-        if isinstance(self._error, OSError):
-            raise ConfigError(
-                f"serve.port: cannot listen on {self.host}:{self.port}: {self._error}"
-            )
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _serve(self) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            runner = web.AppRunner(self.app(), access_log=None)
-            loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.TCPSite(runner, self.host, self.port).start())
-            self.port = runner.addresses[0][1]
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        loop.run_forever()
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -182,7 +135,7 @@ class OpenAIServer:
 
     async def _call(self, fn, *args):
         """Run `fn` on the pool within serve.request_timeout_s (+ a margin for the log)."""
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        fut = self._in_pool(fn, *args)
         try:
             return await asyncio.wait_for(fut, self.cfg.request_timeout_s + 5.0)
         except TimeoutError:

@@ -20,18 +20,15 @@ run on a small thread pool so a slow disk never stalls health checks.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
 import ssl
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import HttpVersion11, web
 
+from rewardloop.aiohttp_thread import ThreadedHttpApp
 from rewardloop.errors import (
-    ConfigError,
     InvalidInput,
     NotFound,
     PayloadTooLarge,
@@ -56,8 +53,10 @@ INT_RE = r"-?[0-9]{1,9}"
 log = logging.getLogger(__name__)
 
 
-class HttpGateway:
+class HttpGateway(ThreadedHttpApp):
     """aiohttp server for a FeedbackCore on its own loop thread; port 0 picks a free port."""
+
+    PORT_KEY, NAME, THREAD = "feedback.http_port", "HTTP gateway", "feedback-http"
 
     def __init__(
         self,
@@ -68,22 +67,11 @@ class HttpGateway:
         tls_key: str = "",
     ):
         self.core = core
-        self.host = host
-        self.port = port
-        self.ssl_context: ssl.SSLContext | None = None
+        context = None
         if tls_cert:
-            self.ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self.ssl_context.load_cert_chain(tls_cert, tls_key)
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="feedback-http")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert, tls_key)
+        self._setup_http(host, port, 4, ssl_context=context, logger=ServerLog(core.count))
 
     # ---- lifecycle --------------------------------------------------------------------------
 
@@ -112,50 +100,10 @@ class HttpGateway:
         app.router.add_route("*", "/{tail:.*}", self.no_route, expect_handler=self._expect)
         return app
 
-    def start(self, timeout_s: float = 10.0) -> HttpGateway:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._serve, name="feedback-http-loop", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout_s):
-            raise RuntimeError(f"HTTP gateway did not start within {timeout_s} s")
-        if isinstance(self._error, OSError):
-            raise ConfigError(
-                f"feedback.http_port: cannot listen on {self.host}:{self.port}: {self._error}"
-            )
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def _serve(self) -> None:
-        loop = self._loop
-        asyncio.set_event_loop(loop)
-        try:
-            server_log = ServerLog(self.core.count)
-            self._runner = web.AppRunner(self.app(), access_log=None, logger=server_log)
-            loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
-            loop.run_until_complete(site.start())
-            self.port = self._runner.addresses[0][1]
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        loop.run_forever()
-        loop.run_until_complete(self._runner.cleanup())
-        loop.close()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        if self._loop is not None and self._loop.is_running():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
     # ---- helpers ----------------------------------------------------------------------------
 
     async def _call(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await self._in_pool(fn, *args)
 
     def _token(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
