@@ -387,12 +387,12 @@ class RolloutWorker:
         while True:
             try:
                 self.flush()
-                if getattr(self.sink, "carried", 0):  # kept by a failed send: alone now
+                if self.sink.carried:  # kept by a failed send: alone now
                     self._count_result(self.sink.send([]))
             except Unavailable as exc:
                 log.warning("worker %s: draining: %s", self.worker_id, exc)
             left = sum(len(p.members) for p in self.pending.values())
-            left += getattr(self.sink, "carried", 0)
+            left += self.sink.carried
             if not left or time.monotonic() >= deadline:
                 break
             self._idle()

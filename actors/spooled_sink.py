@@ -40,7 +40,7 @@ class SpooledSink:
 
     @property
     def carried(self) -> int:
-        return getattr(self.inner, "carried", 0)
+        return self.inner.carried
 
     def wait_for_credits(self, n: int, timeout_s: float) -> CreditWait:
         return self.inner.wait_for_credits(n, timeout_s)

@@ -73,6 +73,12 @@ class TrajectorySink(Protocol):
         """The learner's weight version as of its latest grant, -1 when unknown."""
         ...
 
+    @property
+    def carried(self) -> int:
+        """Trajectories a failed send kept, to go first in the next one (0 for a sink that never
+        fails a send); a draining worker sends them alone before it exits."""
+        ...
+
     def send(self, trajectories: list[Trajectory]) -> SendResult:
         """Deliver `trajectories` (blocking within credits) and say what became of each id."""
         ...
@@ -88,6 +94,7 @@ class ListSink:
     a duplicate, as at the learner). `learner_version` may be set by a test; -1 by default."""
 
     credits: int | None = None
+    carried: int = 0  # every send is taken whole
 
     def __init__(self, learner_version: int = -1) -> None:
         self.learner_version = learner_version

@@ -48,7 +48,7 @@ def test_credit_wait_is_not_a_bool():
     "make", [ListSink, lambda: TrajectoryClient("127.0.0.1:1", "w0")], ids=["list", "grpc"]
 )
 def test_both_sinks_have_the_protocol_members(make):
-    members = ("send", "wait_for_credits", "credits", "learner_version")
+    members = ("send", "wait_for_credits", "credits", "learner_version", "carried")
     sink = make()  # the client connects on first use, not here
     assert all(hasattr(TrajectorySink, m) and hasattr(sink, m) for m in members)
     assert sink.learner_version == -1
