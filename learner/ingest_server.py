@@ -107,7 +107,6 @@ class IngestServer:
         self._ids = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
-        self._local = threading.local()  # (id, worker, version) of the last _admit on a thread
         servicer = _Servicer(self)
         self._grpc = grpc_util.GrpcServer(
             [lambda s: register_lenient(servicer, s)],
@@ -304,7 +303,7 @@ class IngestServer:
                 elif status == "duplicate":
                     duplicate.append(item.id)
                 else:
-                    self._reject(ack, item.id, reason)
+                    self._reject(ack, item.id, reason, st.worker_id, version)
         for tid in ids[allowed:]:
             self._reject(ack, tid, f"credits: exceeded (batch of {n}, {allowed} credits left)")
         if not columns:
@@ -329,7 +328,6 @@ class IngestServer:
         """The buffer's verdict, told to the ledger (learner/accounting.py): an id that already
         has an outcome (e.g. rejected, then re-sent by a restarted worker) is a duplicate."""
         ledger = self.buffer.ledger
-        self._local.who = (traj.id, st.worker_id, version)  # for _reject, on this thread
         if ledger.decided(traj.id):
             ledger.duplicate(traj.id, st.worker_id)
             return "duplicate", ""
@@ -343,12 +341,18 @@ class IngestServer:
             ledger.duplicate(traj.id, st.worker_id)
         return status, reason
 
-    def _reject(self, ack: trajectory_pb2.Ack, tid: str, reason: str) -> None:
+    def _reject(
+        self,
+        ack: trajectory_pb2.Ack,
+        tid: str,
+        reason: str,
+        worker: str = "",
+        version: int | None = None,
+    ) -> None:
+        """Reject `tid` in the Ack, counted and audited (worker, version: when the buffer refused)."""
         ack.rejected.add(id=tid, reason=reason)
         with self._lock:
             self._rejected[reason.split(":", 1)[0]] += 1
-        who = getattr(self._local, "who", None)  # the stream's worker when _admit saw this id
-        worker, version = (who[1], who[2]) if who and who[0] == tid else ("", None)
         # an id that already had an outcome counts as an ignored duplicate there, not twice
         self.buffer.ledger.reject(tid, reason, worker, version)
 
