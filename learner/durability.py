@@ -92,8 +92,12 @@ class Checkpointer:
     def __init__(self, store: ResumeStore, every_steps: int):
         self.store = store
         self.every_steps = every_steps
-        self.saved: list[dict] = []  # {"step", "version", "seconds"} of each save
+        self.saves = 0
+        self.last: dict = {}  # {"step", "version", "seconds"} of the newest save
         self.durable_version = 0  # the version of the newest complete checkpoint
+
+    def describe(self) -> dict:
+        return {"saves": self.saves, "last": self.last, "durable_version": self.durable_version}
 
     def after_step(self, service) -> None:
         step = len(service.metrics)
@@ -106,5 +110,6 @@ class Checkpointer:
         self.store.save(learner_state(service), version, step)
         self.durable_version = version
         seconds = time.perf_counter() - t0
-        self.saved.append({"step": step, "version": version, "seconds": round(seconds, 3)})
+        self.saves += 1
+        self.last = {"step": step, "version": version, "seconds": round(seconds, 3)}
         log.debug("resume checkpoint at step %d, version %d (%.2fs)", step, version, seconds)

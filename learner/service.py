@@ -69,6 +69,7 @@ class LearnerService:
             eos_id=tokenizer.eos_token_id,
             max_new_tokens=cfg.rollout.max_new_tokens,
         )
+        self.full_weight_bytes = lora.full_weight_bytes(self.trainer.model)  # the whole model's
         capacity = buffer_capacity(cfg)
         self.ledger = Ledger(audit_dir)  # every id's one outcome; the audit file with audit_dir
         self.buffer = TrajectoryBuffer(
@@ -141,8 +142,6 @@ class LearnerService:
         t0 = time.perf_counter()
         state = self.trainer.publish_state()
         self.publish_bytes = lora.state_bytes(state)
-        if not hasattr(self, "full_weight_bytes"):
-            self.full_weight_bytes = lora.full_weight_bytes(self.trainer.model)
         if self.checkpoints is not None:  # the high-water mark first (resume_state.py)
             self.checkpoints.store.publish_mark(self.version)
         if self._publish is not None:
@@ -242,7 +241,8 @@ class LearnerService:
             "accounting": self.ledger.counts(),
             "weights": self.weight_server.stats() if self.weight_server is not None else {},
             "incarnation": self.incarnation,
-            "checkpoints": list(self.checkpoints.saved) if self.checkpoints is not None else [],
+            # bounded: the driver polls this twice a second for the whole run
+            "checkpoint": self.checkpoints.describe() if self.checkpoints is not None else {},
         }
 
     def save(
