@@ -11,8 +11,9 @@ Endpoints come from `--learner HOST:PORT [--weights HOST:PORT]`, or from the run
 up; `ingest` is "" after the run stopped). When the learner goes away the clients rebuild their
 channels with exponential backoff for `reconnect_s`; unsent trajectories are kept and resent
 (their ids make duplicates harmless). If the learner is still unreachable after that, the
-endpoints are read again: a new address (a restarted run on another port) is followed, the
-same one (or none) ends the worker. `stop` (SIGINT/SIGTERM in the CLI) lets the current
+endpoints are read again: a new address (a restarted run on another port) is followed, with
+what the old client still held (unsent, or acked but not yet in a learner checkpoint: handed
+over, never dropped); the same address (or none) ends the worker. `stop` (SIGINT/SIGTERM in the CLI) lets the current
 generation finish and flush; `abort()` breaks off waits at once.
 """
 
@@ -152,6 +153,7 @@ class ExternalWorker:
                 "the learner serves no weights: start the run with learner.serve_weights=true "
                 "(or rollout.weight_sync=grpc), or give --weights HOST:PORT"
             )
+        old = self.client
         self.close()
         self.target = dict(found)
         timeout = self.cfg.rollout.rpc_timeout_s
@@ -161,8 +163,11 @@ class ExternalWorker:
             timeout_s=timeout,
             batch_size=self.cfg.rollout.send_batch_size,
             reconnect_s=self.reconnect_s,
+            retain_acked=self.cfg.rollout.retain_acked,  # re-sent to a restarted learner
             **self._secure,
         )
+        if old is not None:  # what the old address never acked (or made durable) goes on here
+            old.hand_over(self.client)
         self.weights = WeightClient(
             found["weights"], timeout_s=timeout, reconnect_s=self.reconnect_s, **self._secure
         )

@@ -8,7 +8,9 @@ complete checkpoint: held, trained or dropped, and remembered by id), and when a
 answers with another `incarnation` than the last one, hands back everything it kept, oldest
 first, to be sent again. The new learner reports the ids its checkpoint has as duplicates, so
 nothing is trained twice. Bounded: past `limit` trajectories the oldest are forgotten (counted
-in `overflowed`; raise `rollout.retain_acked` if that is ever non-zero).
+in `overflowed`; raise `rollout.retain_acked` if that is ever non-zero). A spooled worker keeps
+the same on disk too (actors/spool.py), so a worker killed with the learner loses nothing:
+`fold_ack` puts who answered each id (`SendResult.answers`) into the send's result for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,21 @@ from __future__ import annotations
 import collections
 import threading
 
+from rewardloop.pb import trajectory_pb2
+from rewardloop.sink import SendResult
 from rewardloop.trajectory import Trajectory
+from rewardloop.wire_columns import accepted_ids
+
+
+def fold_ack(result: SendResult, ack: trajectory_pb2.Ack, sent: list[Trajectory]) -> None:
+    """Add one batch's Ack (for the trajectories `sent` in it) to `result`, with its answerer."""
+    accepted = accepted_ids(ack, sent) if ack.accepted_rest else list(ack.accepted)
+    result.accepted.extend(accepted)
+    result.duplicate.extend(ack.duplicate)
+    result.rejected.extend((r.id, r.reason) for r in ack.rejected)
+    result.learner_version = max(result.learner_version, ack.learner_version)
+    ids = [*accepted, *ack.duplicate, *(r.id for r in ack.rejected if r.id)]
+    result.answers.append((ack.incarnation, ack.learner_version, ack.durable_version, ids))
 
 
 class AckedWindow:

@@ -6,19 +6,21 @@
 returns what was accepted, duplicate or rejected. Batches go out in the column form
 (`rewardloop.wire_columns`: one message of ~20 fields per batch, not one sub-message per
 trajectory), and their Acks name only the duplicate and rejected ids (`accepted_rest`). A
-background thread reads Acks (results and credit grants). If the stream breaks (learner
-restarting, UNAVAILABLE) the client rebuilds the channel and stream with bounded, backed-off
-retries (`max_retries` attempts, and for at least `reconnect_s` seconds: a worker outside the
-cluster waits out a learner restart) and re-sends whatever was not yet acked; the learner
-reports the ones it had already admitted as duplicates, so nothing is lost and nothing is
-trained on twice. Acked trajectories are kept too, up to
-`retain_acked`, until an Ack's `durable_version` says a learner checkpoint covers them; a new
-stream from another learner `incarnation` (Ray restarted it from an older checkpoint) gets them
-again first (`actors/retain.py`). When a send() gives up with Unavailable, its
-unacked trajectories are kept and go first in the next send() (`carried` counts them). The
-client never has more trajectories on a stream than that stream granted. `ca_cert` (a PEM
-path) turns on TLS, `token` is sent as `authorization: Bearer` on the stream; a missing or
-wrong token raises `Unauthenticated` (no retry).
+background thread reads Acks (results and credit grants) and wakes the sender only when what it
+waits for is there (a full batch's credits, or every batch on the wire acked; a partial batch
+leaves only when nothing is on the wire): on a loaded machine a thread wake-up costs more than
+reading an Ack, and a batch cut to the few credits that just came back costs a message more.
+If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the channel and
+stream with bounded, backed-off retries (`max_retries` attempts, and for at least `reconnect_s`
+seconds: a worker outside the cluster waits out a learner restart) and re-sends whatever was
+not yet acked; the learner reports the ones it had already admitted as duplicates, so nothing
+is lost and nothing is trained on twice. Acked trajectories are kept too, up to `retain_acked`,
+until an Ack's `durable_version` says a learner checkpoint covers them; a new stream from
+another learner `incarnation` (Ray restarted it from an older checkpoint) gets them again first
+(`actors/retain.py`). When a send() gives up with Unavailable, its unacked trajectories are kept
+and go first in the next send() (`carried` counts them). The client never has more on a stream
+than it granted. `ca_cert` (a PEM path) turns on TLS, `token` is sent as `authorization: Bearer`
+on the stream; a missing or wrong token raises `Unauthenticated` (no retry).
 """
 
 from __future__ import annotations
@@ -34,20 +36,14 @@ import grpc
 
 from rewardloop import grpc_util
 from rewardloop.actors.retain import AckedWindow
+from rewardloop.actors.retain import fold_ack as _add_ack
 from rewardloop.errors import Unavailable
 from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.sink import CreditWait, SendResult
 from rewardloop.trajectory import Trajectory
-from rewardloop.wire_columns import accepted_ids, batch_to_columns
+from rewardloop.wire_columns import batch_to_columns
 
 __all__ = ["CreditWait", "SendResult", "TrajectoryClient"]
-
-
-def _add_ack(result: SendResult, ack: trajectory_pb2.Ack, sent: list[Trajectory]) -> None:
-    result.accepted.extend(accepted_ids(ack, sent) if ack.accepted_rest else ack.accepted)
-    result.duplicate.extend(ack.duplicate)
-    result.rejected.extend((r.id, r.reason) for r in ack.rejected)
-    result.learner_version = max(result.learner_version, ack.learner_version)
 
 
 class _Stream:
@@ -61,6 +57,8 @@ class _Stream:
         self.peak_credits = 0  # the most this stream ever held at once (its share of the buffer)
         self.sent = 0  # total trajectories sent on this stream (never > granted)
         self.acks: dict[int, trajectory_pb2.Ack] = {}
+        # what the sender waits for (`wake_on`): the reader wakes it only then, not per Ack
+        self._wake_credits, self._wake_acks = 1, 0
         self.ready = False  # the hello was answered
         self.ended = False
         self.error: grpc.RpcError | None = None
@@ -102,14 +100,26 @@ class _Stream:
                     self.durable_version = max(self.durable_version, ack.durable_version)
                     if ack.batch_seq:
                         self.acks[ack.batch_seq] = ack
-                    self.ready = True
-                    self.cond.notify_all()
+                    if not self.ready or self._woken():
+                        self.ready = True
+                        self.cond.notify_all()
         except grpc.RpcError as exc:
             error = exc
         with self.cond:
             self.ended = True
             self.error = error
             self.cond.notify_all()
+
+    def wake_on(self, credits: int = 1, acks: int = 0) -> None:
+        """Under `cond`, before waiting: wake when the stream holds `credits` credits or `acks`
+        unread batch Acks (0: not for that), or ends; the default wakes on any credit."""
+        self._wake_credits, self._wake_acks = credits, acks
+
+    def _woken(self) -> bool:
+        return bool(
+            (self._wake_credits and self.credits >= self._wake_credits)
+            or (self._wake_acks and len(self.acks) >= self._wake_acks)
+        )
 
     def put(self, batch: trajectory_pb2.TrajectoryBatch, n: int) -> None:
         """Queue a batch of `n` trajectories; caller holds `cond` and has checked credits."""
@@ -189,6 +199,12 @@ class TrajectoryClient:
     def carried(self) -> int:
         """Unacked trajectories kept after a send() gave up; the next send() sends them first."""
         return len(self._carry)
+
+    def hand_over(self, to: TrajectoryClient) -> None:
+        """Give `to` (for the learner's new address) what this one holds unsent or not durable."""
+        with self._send_lock:
+            to._carry[:0], self._carry = [*self._resend, *self._carry], []
+            to._retained, self._retained, self._resend = self._retained, AckedWindow(0), []
 
     def stats(self) -> dict:
         """Counters since construction; `*_on_stream` are the current stream's totals."""
@@ -312,6 +328,8 @@ class TrajectoryClient:
                     continue
                 while pending and st.credits > 0:
                     k = min(st.credits, self.batch_size, len(pending))
+                    if unacked and k < min(self.batch_size, len(pending)):
+                        break  # a fuller batch once the Acks on the wire bring credits back
                     seq = next(self._seq)
                     chunk = [pending.popleft() for _ in range(k)]
                     st.put(batch_to_columns(seq, chunk), k)
@@ -335,12 +353,17 @@ class TrajectoryClient:
                 if left <= 0:
                     self._drop_stream(st)
                     raise Unavailable(f"{what}: none within {self.timeout_s}s from {self.target}")
+                # woken when a full batch may leave, or when every batch on the wire is acked
+                # (then a partial one may), not once per Ack
+                st.wake_on(min(self.batch_size if unacked else 1, len(pending)), len(unacked))
                 st.cond.wait(min(left, 1.0))
+                st.wake_on()
 
     # ---- connecting --------------------------------------------------------------------
 
     def _connect(self) -> _Stream:
-        """Open a stream (hello -> initial credits), retrying UNAVAILABLE with backoff:
+        """Open a stream (hello -> initial credits), retrying UNAVAILABLE and a hello left
+        unanswered for `timeout_s` (a port that accepts but never speaks) with backoff:
         `max_retries` times, and on until `reconnect_s` have passed; abort() ends the wait."""
         last = "no attempt"
         t0 = time.monotonic()
@@ -362,11 +385,10 @@ class TrajectoryClient:
                 return st
             st.close()
             self._stats["connect_failures"] += 1
-            if not ended:
-                raise Unavailable(f"hello ack: none within {self.timeout_s}s from {self.target}")
             if error is not None and not grpc_util.is_retryable(error):
                 raise grpc_util.error_from_rpc(error, "trajectory stream hello")
             last = error.details() if error is not None else "stream closed"
+            last = last if ended else f"no hello ack within {self.timeout_s}s"
         raise Unavailable(
             f"trajectory stream to {self.target}: {attempt} attempts in "
             f"{time.monotonic() - t0:.1f}s failed ({last})"

@@ -13,8 +13,10 @@ held-out prompt every `eval_every` steps) and the same step cap:
 - trl: `bench/trl_grpo.py`, TRL's GRPOTrainer (offline, CPU), capped at `--time-cap-s`.
 - minimal: `bench/minimal_grpo.py`, one process, no Ray, no gRPC.
 
-Wall time counts from the call into each system (process start-up aside): Ray start-up,
-model loading and evaluations are part of it; `setup_s` says how much was before training.
+Wall time counts from the call into each system, its own imports included (the spawned
+process has imported torch for all three; then transformers and ray for rewardloop,
+transformers for the minimal loop, trl and datasets for TRL): Ray start-up, model loading and
+evaluations are part of it; `setup_s` says how much was before training.
 Every process uses one torch thread (rewardloop's learner and workers by default, the peers
 by `--peer-threads`), so on a shared machine no system pays for oversubscribed thread pools.
 
@@ -32,7 +34,7 @@ import threading
 import time
 from pathlib import Path
 
-from rewardloop.bench import common
+from rewardloop.bench import common, e2e_figures
 
 TRL_RATIO_MAX = 0.5
 MINIMAL_RATIO_MAX = 0.8  # issue 14 (issue 6 asked for 1.5)
@@ -40,14 +42,16 @@ SYSTEMS = ("rewardloop", "trl", "minimal")
 
 
 def child_rewardloop(overrides: list[str], target: float) -> dict:
-    """train(cfg) with a watcher on metrics.jsonl that timestamps the first eval >= target."""
+    """train(cfg) with a watcher on metrics.jsonl that timestamps the first eval >= target.
+    The clock starts before rewardloop's own imports (ray, transformers), as TRL's does."""
+    t_call, cpu0 = time.perf_counter(), time.process_time()
     from rewardloop.cluster.run import train
     from rewardloop.config import load_config
 
-    t_call = time.perf_counter()
+    import_s = time.perf_counter() - t_call
     out = tempfile.mkdtemp(prefix="bench-e2e-rewardloop-")
     cfg = load_config(None, [*overrides, f"out={out}", f"eval.target={target}"])
-    seen: dict = {"setup_s": None, "to_target_s": None, "steps": None, "curve": []}
+    seen: dict = {"setup_s": None, "to_target_s": None, "steps": None, "curve": [], "cpu0": cpu0}
     stop = threading.Event()
 
     def watch() -> None:
@@ -75,13 +79,14 @@ def child_rewardloop(overrides: list[str], target: float) -> dict:
         time.sleep(0.2)
         stop.set()
         watcher.join(timeout=5)  # train() has shut down the Ray it started
-        profile = _step_profile(Path(out) / "metrics.jsonl", seen["steps"])
+        profile = e2e_figures.step_profile(Path(out) / "metrics.jsonl", seen["steps"])
         shutil.rmtree(out, ignore_errors=True)
     return {
         "profile": profile,
         "reached": seen["to_target_s"] is not None,
         "time_to_target_s": _r(seen["to_target_s"]),
         "setup_s": _r(seen["setup_s"]),
+        "cpu_to_target_s": _r(seen.get("cpu_to_target_s")),
         "steps": seen["steps"] if seen["steps"] is not None else summary.get("steps"),
         "seconds": round(total, 2),
         "curve": seen["curve"],
@@ -89,33 +94,8 @@ def child_rewardloop(overrides: list[str], target: float) -> dict:
         "trajectories_per_s": summary.get("trajectories_per_s"),
         "policy_lag_mean": summary.get("policy_lag_mean"),
         # before_ray_s / ray_init_s / learner_ready_s: where rewardloop's set-up went
-        "setup_split_s": summary.get("setup", {}),
+        "setup_split_s": {"import_s": round(import_s, 2), **summary.get("setup", {})},
         "error": error,
-    }
-
-
-def _step_profile(path: Path, until_step: int | None) -> dict:
-    """Where rewardloop's learner spent the steps up to the target (from metrics.jsonl)."""
-    if not path.exists():
-        return {}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    steps = [
-        r for r in records if "event" not in r and (until_step is None or r["step"] <= until_step)
-    ]
-    if not steps:
-        return {}
-    keys = ("wait_s", "forward_backward_s", "optimizer_s", "publish_s")
-    last = steps[-1]
-    return {
-        "learner_train_s": round(last["time_s"], 2),
-        "learner_wait_fraction": round(last["wait_fraction"], 3),
-        "mean_step_s": round(last["time_s"] / len(steps), 4),
-        "median_s": {k: round(common.median(r[k] for r in steps), 4) for k in keys},
-        "lag_mean": round(sum(r["lag_mean"] for r in steps) / len(steps), 3),
-        "dropped_stale": last.get("dropped_stale", 0),
-        "evaluations": sum(
-            1 for r in records if r.get("event") == "eval" and "checkpoint" not in r
-        ),
     }
 
 
@@ -129,12 +109,17 @@ def _observe(record: dict, seen: dict, t_call: float, target: float) -> None:
     seen["curve"].append([record["step"], {k: round(v, 3) for k, v in rates.items()}])
     if seen["to_target_s"] is None and record["step"] > 0 and min(rates.values()) >= target:
         seen["to_target_s"], seen["steps"] = now, record["step"]
+        # the driver's CPU seconds plus every process it started (Ray's, the actors')
+        seen["cpu_to_target_s"] = (
+            time.process_time() - seen["cpu0"] + e2e_figures.descendants_cpu_s()
+        )
 
 
 def child_minimal(argv: list[str]) -> dict:
+    t_call, cpu0 = time.perf_counter(), time.process_time()  # before its imports, like the others
     from rewardloop.bench import minimal_grpo
 
-    t_call = time.perf_counter()
+    import_s = time.perf_counter() - t_call
     res = minimal_grpo.main(argv)
     total = time.perf_counter() - t_call
     setup = total - res["seconds"]
@@ -143,6 +128,8 @@ def child_minimal(argv: list[str]) -> dict:
         "reached": reached,
         "time_to_target_s": _r(setup + res["time_to_target_s"]) if reached else None,
         "setup_s": _r(setup),
+        "import_s": _r(import_s),
+        "cpu_to_target_s": e2e_figures.cpu_since(cpu0, res.get("cpu_time_at_target_s")),
         "steps": res["steps"],
         "seconds": round(total, 2),
         "curve": res.get("curve", []),
@@ -152,10 +139,12 @@ def child_minimal(argv: list[str]) -> dict:
 def child_trl(argv: list[str]) -> dict:
     from rewardloop.bench import trl_grpo
 
+    cpu0 = time.process_time()
     res = trl_grpo.main(argv, t_call=time.perf_counter())
+    keys = ("reached", "time_to_target_s", "setup_s", "steps", "seconds", "capped", "curve")
     return {
-        k: res[k]
-        for k in ("reached", "time_to_target_s", "setup_s", "steps", "seconds", "capped", "curve")
+        **{k: res[k] for k in keys},
+        "cpu_to_target_s": e2e_figures.cpu_since(cpu0, res.get("cpu_time_at_target_s")),
     }
 
 
@@ -163,10 +152,14 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
-def run_once(system: str, seed: int, args) -> dict:
+def _config(overrides: list[str]):
     from rewardloop.config import load_config
 
-    cfg = load_config(None, args.overrides)
+    return load_config(None, overrides)
+
+
+def run_once(system: str, seed: int, args) -> dict:
+    cfg = _config(args.overrides)
     lc, rc = cfg.learner, cfg.rollout
     lr = args.lr or lc.lr
     warmup = lc.warmup_steps if args.warmup_steps is None else args.warmup_steps
@@ -273,14 +266,8 @@ def run_once(system: str, seed: int, args) -> dict:
 
 
 def _failed(error: str) -> dict:
-    return {
-        "reached": False,
-        "time_to_target_s": None,
-        "setup_s": None,
-        "steps": None,
-        "seconds": None,
-        "error": error,
-    }
+    empty = dict.fromkeys(("time_to_target_s", "setup_s", "steps", "seconds"))
+    return {"reached": False, **empty, "error": error}
 
 
 def summarize(runs: list[dict], cap: float) -> dict:
@@ -294,9 +281,15 @@ def summarize(runs: list[dict], cap: float) -> dict:
         if any(r["seconds"] is None for r in runs)
         else common.median(r["time_to_target_s"] if r["reached"] else r["seconds"] for r in runs),
         "steps_to_target": [r["steps"] for r in runs if r["reached"]],
+        # CPU seconds of all its processes up to the target (bench/e2e_figures.py says why)
+        "cpu_to_target_s": common.spread(cpu) if (cpu := _cpu_figures(runs)) else None,
         "setup_s": common.median(r["setup_s"] for r in runs if r["setup_s"] is not None),
         "cap_s": cap,
     }
+
+
+def _cpu_figures(runs: list[dict]) -> list[float]:
+    return [r["cpu_to_target_s"] for r in runs if r["reached"] and r.get("cpu_to_target_s")]
 
 
 def main(argv: list[str]) -> dict:
@@ -317,6 +310,7 @@ def main(argv: list[str]) -> dict:
         help="torch threads of the single-process peers (rewardloop's processes use 1 each; "
         "2 threads on a shared 2-core machine made the minimal loop 15-40x slower)",
     )
+    p.add_argument("--partial", default="", help="write the JSON so far here after each round")
     p.add_argument("--lr", type=float, default=None, help="default: rewardloop's learner.lr")
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument(
@@ -332,6 +326,12 @@ def main(argv: list[str]) -> dict:
     for seed in range(args.repeats):
         for system in systems:
             runs[system].append(run_once(system, seed, args))
+        if args.partial:  # the rounds so far, in case the rest never finish on a busy machine
+            Path(args.partial).write_text(json.dumps(_result(args, argv, runs), indent=1))
+    return _result(args, argv, runs)
+
+
+def _result(args, argv: list[str], runs: dict[str, list[dict]]) -> dict:
     summary = {s: summarize(r, args.time_cap_s) for s, r in runs.items()}
     comps = []
     ours = summary.get("rewardloop", {}).get("median_s")
@@ -358,9 +358,7 @@ def main(argv: list[str]) -> dict:
                 or ("" if ours is not None else "rewardloop did not reach the target in every run"),
             )
         )
-    from rewardloop.config import load_config
-
-    cfg = load_config(None, args.overrides)
+    cfg = _config(args.overrides)
     return common.result(
         "e2e",
         argv,
@@ -378,6 +376,7 @@ def main(argv: list[str]) -> dict:
             "prompts_per_step": 3,
             "max_new_tokens": cfg.rollout.max_new_tokens,
             "repeats": args.repeats,
+            "rounds_done": min(len(r) for r in runs.values()) if runs else 0,
             "overrides": args.overrides,
             "time_cap_s": args.time_cap_s,
             "peer_threads": args.peer_threads,

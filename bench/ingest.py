@@ -5,15 +5,16 @@ completion with one behavior log-prob per token, ids and reward parts as rollout
 them) to a real `IngestServer` in this process, through a real `TrajectoryClient`. A drain
 thread takes each group from the buffer as soon as it completes (`--take-groups 3` takes a
 learner step's worth at once): an infinitely fast learner, so credits come back and the figure
-is what the stream itself can carry. The baseline moves the very same
-serialized `TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to a thread
-that only reads them. Two more baselines say what bounds the gRPC figure: raw TCP + protobuf
-parse, and a bare gRPC stream of the same bytes (no decoding, no credits, a 0-byte answer per
-message: the most any gRPC-Python ingest can do at this batch size). "The same bytes" is the
-column form `TrajectoryClient` sends (`serialized_batches`). Ours and the bare stream run back
-to back in alternating order (ABBA...) and their ratio is also reported per repeat
-(`figures.ratio_vs_bare_per_repeat`: min / median / max), so load drift on a shared machine
-shows as spread instead of bias. A single-threaded profile times each stage of our path.
+is what the stream itself can carry. The baseline moves the very same serialized
+`TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to a thread that only
+reads them. Two more baselines say what bounds the gRPC figure: raw TCP + protobuf parse, and a
+bare gRPC stream of the same bytes (no decoding, no credits, a 0-byte answer per message: the
+most any gRPC-Python ingest can do at this batch size). "The same bytes" is the column form
+`TrajectoryClient` sends (`serialized_batches`). Ours and the bare stream run back to back in
+alternating order (ABBA...) and their ratio is also reported per repeat
+(`figures.ratio_vs_bare_per_repeat`), so load drift on a shared machine shows as spread
+instead of bias; each process's CPU time per message (`*_cpu_us_per_message`) is the steadier
+figure there. A single-threaded profile times each stage of our path.
 
     rewardloop bench ingest --json [--repeats 3] [--trajectories 4096] [--batch-size 24]
                                    [--capacity 96] [--take-groups 1] [--per-call 24]
@@ -100,14 +101,15 @@ def client_grpc(address: str, n: int, seed: int, batch_size: int, per_call: int)
         client.send(warmup)  # opens the stream (hello, credits) outside the timed part
         step = per_call if per_call > 0 else len(trajs)
         batches0 = client.stats()["batches"]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         accepted = 0
         for i in range(0, len(trajs), step):
             accepted += client.send(trajs[i : i + step]).n_accepted
-        seconds = time.perf_counter() - t0
+        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
         batches = client.stats()["batches"] - batches0
     return {
         "seconds": seconds,
+        "worker_cpu_s": cpu_s,
         "bytes": nbytes,
         "n": len(trajs),
         "accepted": accepted,
@@ -131,15 +133,16 @@ def client_grpc_floor(port: int, n: int, seed: int, batch_size: int) -> dict:
     try:
         call = channel.stream_stream(_FLOOR_METHOD)  # no (de)serializers: bytes in, bytes out
         sum(1 for _ in call(iter(frames[:2]), timeout=60.0))  # connect outside the timed part
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         answers = sum(1 for _ in call(iter(frames), timeout=120.0))
-        seconds = time.perf_counter() - t0
+        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         channel.close()
     if answers != len(frames):
         raise RuntimeError(f"bare gRPC stream: {answers} answers for {len(frames)} messages")
     nbytes = sum(len(f) for f in frames)
-    return {"seconds": seconds, "bytes": nbytes, "n": n, "accepted": n, "messages": len(frames)}
+    out = {"seconds": seconds, "worker_cpu_s": cpu_s, "bytes": nbytes, "n": n, "accepted": n}
+    return {**out, "messages": len(frames)}
 
 
 # ---- the learner side (this process) ---------------------------------------------------
@@ -169,7 +172,9 @@ def run_grpc(
     thread = threading.Thread(target=drain, daemon=True, name="bench-drain")
     thread.start()
     try:
+        cpu0 = time.process_time()  # the learner process: gRPC, ingest, the drain
         out = workers.call(0, client_grpc, f"127.0.0.1:{port}", n, seed, batch_size, per_call)
+        out["learner_cpu_s"] = time.process_time() - cpu0
     finally:
         stop.set()
         thread.join(timeout=5)
@@ -217,60 +222,11 @@ def run_grpc_floor(workers: common.Workers, n: int, seed: int, batch_size: int) 
     port = grpc_util.bind(server, "127.0.0.1", 0)
     server.start()
     try:
-        return workers.call(0, client_grpc_floor, port, n, seed, batch_size)
+        cpu0 = time.process_time()
+        out = workers.call(0, client_grpc_floor, port, n, seed, batch_size)
+        return {**out, "learner_cpu_s": time.process_time() - cpu0}
     finally:
         server.stop(1.0).wait(2.0)
-
-
-def profile(n: int, batch_size: int) -> dict:
-    """Single-threaded microseconds per trajectory of every stage on the gRPC path."""
-    from rewardloop.learner.buffer import TrajectoryBuffer
-    from rewardloop.pb import trajectory_pb2
-    from rewardloop.wire_columns import accepted_ids, batch_to_columns, trajectories_from_columns
-
-    trajs = make_trajectories(n, seed=99)
-    chunks = [trajs[i : i + batch_size] for i in range(0, n, batch_size)]
-    stages: dict[str, float] = {}
-    t = time.perf_counter()
-    batches = [batch_to_columns(1, chunk) for chunk in chunks]
-    stages["client: encode batch (Trajectory -> columns)"] = time.perf_counter() - t
-    t = time.perf_counter()
-    blobs = [b.SerializeToString() for b in batches]
-    stages["client: serialize batch"] = time.perf_counter() - t
-    t = time.perf_counter()
-    parsed = [trajectory_pb2.TrajectoryBatch.FromString(b) for b in blobs]
-    stages["server: parse batch"] = time.perf_counter() - t
-    t = time.perf_counter()
-    decoded = [trajectories_from_columns(b.columns, VOCAB, 4096)[1] for b in parsed]
-    stages["server: validate + decode columns (numpy) -> Trajectory"] = time.perf_counter() - t
-    buffer = TrajectoryBuffer(capacity=n, max_staleness=1)
-    t = time.perf_counter()
-    for batch in decoded:
-        for x in batch:
-            buffer.add(x, 0)
-    stages["server: buffer.add"] = time.perf_counter() - t
-    t = time.perf_counter()
-    acks = [
-        trajectory_pb2.Ack(batch_seq=1, accepted_rest=True, credits=len(c)).SerializeToString()
-        for c in chunks
-    ]
-    stages["server: build + serialize Ack"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for blob, chunk in zip(acks, chunks, strict=True):
-        accepted_ids(trajectory_pb2.Ack.FromString(blob), chunk)
-    stages["client: parse Ack, accepted ids"] = time.perf_counter() - t
-    us = {k: round(v / n * 1e6, 2) for k, v in stages.items()}
-    server_us = sum(v for k, v in us.items() if k.startswith("server"))
-    client_us = sum(v for k, v in us.items() if k.startswith("client"))
-    return {
-        "us_per_trajectory": us,
-        "server_us_per_trajectory": round(server_us, 2),
-        "client_us_per_trajectory": round(client_us, 2),
-        "server_us_per_message": round(server_us * batch_size, 1),
-        "client_us_per_message": round(client_us * batch_size, 1),
-        "server_bound_trajectories_per_s": round(1e6 / server_us),
-        "client_bound_trajectories_per_s": round(1e6 / client_us),
-    }
 
 
 def _figure(rs: list[dict]) -> dict:
@@ -285,10 +241,16 @@ def _figure(rs: list[dict]) -> dict:
     if "messages" in rs[0]:
         out["messages"] = rs[0]["messages"]
         out["us_per_message"] = round(common.median(secs) / rs[0]["messages"] * 1e6, 1)
+        # CPU per message, each process (steadier than wall time on a loaded machine)
+        for side in ("learner", "worker"):
+            cpu = [x[f"{side}_cpu_s"] / x["messages"] * 1e6 for x in rs]
+            out[f"{side}_cpu_us_per_message"] = common.spread(cpu)
     return out
 
 
 def main(argv: list[str]) -> dict:
+    from rewardloop.bench import ingest_profile
+
     p = common.parser("ingest", __doc__.split("\n")[0])
     p.add_argument("--trajectories", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=24, help="trajectories per TrajectoryBatch")
@@ -366,7 +328,11 @@ def main(argv: list[str]) -> dict:
             note=f"bare stream: {bare['us_per_message']} us per message of "
             f"{args.batch_size} trajectories; ours: {grpc['us_per_message']} us; per-repeat "
             f"ratio min/median/max {min(pair_ratios):.2f}/{common.median(pair_ratios):.2f}/"
-            f"{max(pair_ratios):.2f}",
+            f"{max(pair_ratios):.2f}; CPU us per message, learner "
+            f"{grpc['learner_cpu_us_per_message']['median']:.0f} vs "
+            f"{bare['learner_cpu_us_per_message']['median']:.0f}, worker "
+            f"{grpc['worker_cpu_us_per_message']['median']:.0f} vs "
+            f"{bare['worker_cpu_us_per_message']['median']:.0f}",
         ),
         common.comparison(
             "transport ceiling: bare gRPC-Python stream vs raw TCP, same bytes",
@@ -396,5 +362,5 @@ def main(argv: list[str]) -> dict:
             "vocab": VOCAB,
         },
         figures=figures,
-        profile=profile(min(n, 2048), args.batch_size),
+        profile=ingest_profile.profile(min(n, 2048), args.batch_size),
     )

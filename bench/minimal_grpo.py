@@ -28,15 +28,15 @@ import json
 import random
 import sys
 import time
-from collections import Counter
 
 import torch
 
 from rewardloop.config import ModelConfig, RewardConfig
+from rewardloop.feedback.evaluation import evaluate_policy
 from rewardloop.feedback.sim.personas import PersonaReward
 from rewardloop.feedback.sources.base import ScoreRequest
 from rewardloop.modeling import load_policy
-from rewardloop.tasks.newsfeed.corpus import classify_headline
+from rewardloop.prompts import Prompt
 from rewardloop.tasks.newsfeed.prompts import eval_prompts, train_prompts
 from rewardloop.tasks.newsfeed.readers import READERS
 
@@ -121,32 +121,25 @@ def decode(tok, c_ids, c_mask) -> list[str]:
 
 
 def evaluate(model, tok, reward: PersonaReward, args) -> dict[str, float]:
-    """Noise-free expected like rate per reader on held-out prompts."""
-    rates = {}
-    for reader in READERS:
-        mine = [p for p in eval_prompts() if p.reader == reader.name]
-        texts = []
-        per_prompt = -(-args.eval_samples // len(mine))
-        ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in mine]
-        p_ids, p_mask, c_ids, c_mask, _ = sample(
-            model,
-            ids,
-            per_prompt,
-            args.max_new_tokens,
-            args.temperature,
-            tok.eos_token_id,
-            tok.pad_token_id,
-        )
-        texts = decode(tok, c_ids, c_mask)
-        reqs = [ScoreRequest(str(i), "", t, reader.name) for i, t in enumerate(texts)]
-        probs = reward.expected(reqs)
-        rates[reader.name] = sum(probs) / len(probs)
-        if args.verbose:
-            topics = Counter(classify_headline(t) or "malformed" for t in texts)
-            print(
-                f"  {reader.name}: {dict(topics.most_common())} e.g. {texts[0]!r}", file=sys.stderr
-            )
-    return rates
+    """Noise-free expected like rate per reader on held-out prompts: the very evaluation
+    rewardloop's driver and bench/trl_grpo.py run (`evaluate_policy`, its sampling seeded the
+    same way at every evaluation), so the three systems' "reached the target" are one measure."""
+    held_out = [Prompt(p.text, p.reader) for p in eval_prompts()]
+    per_prompt = -(-args.eval_samples // sum(p.key == held_out[0].key for p in held_out))
+    result = evaluate_policy(
+        model,
+        tok,
+        held_out,
+        reward,
+        per_prompt,
+        args.max_new_tokens,
+        args.temperature,
+        seed=args.seed + 7,
+    )
+    if args.verbose:
+        for key, text in result["examples"].items():
+            print(f"  {key}: e.g. {text!r}", file=sys.stderr)
+    return result["by_key"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -159,6 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     model.to(args.device).train()
     ref = copy.deepcopy(model).eval().requires_grad_(False) if args.kl_coef > 0 else None
     reward = PersonaReward(RewardConfig(), seed=args.seed)
+    eval_reward = PersonaReward(RewardConfig(), seed=args.seed + 99991)  # as rewardloop's
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     warmup = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: min(1.0, (i + 1) / (args.warmup_steps + 1))
@@ -167,9 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
 
     start = time.perf_counter()
-    start_rates = evaluate(model, tok, reward, args)
+    start_rates = evaluate(model, tok, eval_reward, args)
     log(f"step 0 like rates {fmt(start_rates)}")
     end_rates, to_target, curve, step = start_rates, None, [(0, start_rates)], 0
+    cpu_at_target = None
     for step in range(1, args.max_steps + 1):
         prompts = [rng.choice(by_reader[r.name]) for r in READERS]
         ids = [tok(p.text, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -212,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             opt.step()
         warmup.step()
         if step % args.eval_every == 0 or step == args.max_steps:
-            end_rates = evaluate(model, tok, reward, args)
+            end_rates = evaluate(model, tok, eval_reward, args)
             curve.append((step, end_rates))
             log(
                 f"step {step} reward {r.mean().item():.2f} like rates {fmt(end_rates)} "
@@ -220,11 +215,13 @@ def main(argv: list[str] | None = None) -> dict:
             )
             if min(end_rates.values()) >= args.target:
                 to_target = time.perf_counter() - start
+                cpu_at_target = time.process_time()  # this process's CPU seconds (bench/e2e.py)
                 break
     result = {
         "steps": step,
         "seconds": round(time.perf_counter() - start, 2),
         "time_to_target_s": None if to_target is None else round(to_target, 2),
+        "cpu_time_at_target_s": cpu_at_target,
         "target": args.target,
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "cache_dir")},
         "readers": {

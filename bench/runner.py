@@ -15,7 +15,8 @@ import time
 from rewardloop.bench import common
 
 BENCHMARKS = ("ingest", "weights", "rollout", "learner", "e2e", "memory")
-ON_DEMAND = ("seeds", "scaling", "serve")  # many runs / two Ray nodes / a live API: not in `all`
+# many runs / two Ray nodes / a live API / a diagnostic: not in `all`
+ON_DEMAND = ("seeds", "scaling", "serve", "learner_state")
 
 
 def run(name: str, argv: list[str]) -> dict:

@@ -35,14 +35,15 @@ def run_seed(
 ) -> dict:
     """One `rewardloop train` in a fresh process; the figures read back from its run directory.
 
-    A run that fails before its first step (no metrics.jsonl: e.g. a module that does not
-    import, on a tree that other work is editing) is not a learning failure: it is run again,
-    up to `retries` times, and reported as an error if it never starts."""
+    A run that fails before its first step (no training step in metrics.jsonl: e.g. a module
+    that does not import, or a worker that crashed at start, on a tree that other work is
+    editing) is not a learning failure: it is run again, up to `retries` times, and reported
+    as an error if it never starts."""
     for attempt in range(1, retries + 2):
         shutil.rmtree(out, ignore_errors=True)
         res = _train_once(seed, algorithm, overrides, out, timeout_s)
         res["attempts"] = attempt
-        if (out / "metrics.jsonl").exists() or "error" not in res:
+        if res.get("steps_done") or "error" not in res:
             return res
     res["reached"] = None  # never started: neither reached nor failed to learn
     return res
@@ -106,6 +107,7 @@ def read_run(out: Path) -> dict:
     return {
         "reached": hit is not None,
         "steps": hit["step"] if hit else len(steps),
+        "steps_done": len(steps),
         "train_s": summary.get("train_seconds"),
         "setup_s": summary.get("setup", {}).get("total_s"),
         "lowest_reader": lowest,
@@ -113,6 +115,7 @@ def read_run(out: Path) -> dict:
         "final_rates": {k: round(v, 3) for k, v in last.items()},
         "end": {  # how the run ended: the last TAIL_STEPS steps
             "entropy": _mean(r.get("entropy") for r in tail),
+            "entropy_first": _mean(r.get("entropy_first") for r in tail),  # the topic token's
             "reward_mean": _mean(r.get("reward_mean") for r in tail),
             "lowest_reward": _mean(r.get("reward_by_key", {}).get(lowest) for r in tail),
             "advantage_abs_mean": _mean(r.get("advantage_abs_mean") for r in tail),
@@ -136,7 +139,9 @@ def summarize(runs: list[dict]) -> dict:
         "never_started_seeds": [r["seed"] for r in runs if r["reached"] is None],
         "steps_to_target": common.spread(r["steps"] for r in reached),
         "train_s": common.spread(r["train_s"] for r in reached if r.get("train_s")),
-        "lowest_final_rate": common.spread(r["lowest_rate"] for r in runs if r.get("lowest_rate")),
+        "lowest_final_rate": common.spread(
+            r["lowest_rate"] for r in started if r.get("lowest_rate") is not None
+        ),
         "loadavg_1m": common.spread(r["loadavg_1m"][0] for r in runs),
     }
 

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None, t_call: float | None = None) -> dict:
                 log(f"trl step {st.global_step} like rates {rates} t={elapsed:.1f}s")
                 if min(rates.values()) >= args.target:
                     state["to_target_s"] = time.perf_counter() - t_call
+                    state["cpu_at_target"] = time.process_time()  # CPU seconds (bench/e2e.py)
                     control.should_training_stop = True
             if elapsed > args.time_cap_s:
                 state["capped"] = True
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None, t_call: float | None = None) -> dict:
         if state["to_target_s"] is None
         else round(state["to_target_s"], 2),
         "reached": state["to_target_s"] is not None,
+        "cpu_time_at_target_s": state.get("cpu_at_target"),
         "capped": state["capped"],
         "target": args.target,
         "settings": {k: v for k, v in vars(args).items() if k != "json"},

@@ -7,12 +7,17 @@
     in_flight_at_end ids with no outcome that were still in the learner's buffer or step when it
                      stopped (audit/learner_in_flight.json), or unacked in a worker's spool
     lost             generated ids with none of the above: never assumed to be 0, counted
-    duplicates_ignored  re-sent ids the learner ignored (audit lines with outcome "duplicate")
+    duplicates_ignored  re-sent ids the learner ignored (audit lines with outcome "duplicate",
+                     and refusals marked `maybe_duplicate` of ids whose outcome is already there)
 
 so generated == trained + stale + expired + rejected + in_flight_at_end + lost. Also reported:
 `outside_spools` (outcomes of ids no spool has: an external `rewardloop worker`, a rejected
 trajectory without an id), `outcome_conflicts` (ids with two outcomes: 0 unless something is
-wrong; a trajectory trained twice would show here) and, per worker, the same figures.
+wrong; a trajectory trained twice would show here) and, per worker, the same figures. The
+learner forgets ids older than its staleness window (learner/recent_ids.py) and refuses a
+re-send of one as stale, marked `maybe_duplicate`: that line is a duplicate when the audit
+already holds the id's outcome (e.g. stale re-send of an already-trained id), else the id's
+outcome; a `trained` line is never such a mark, so training twice is always a conflict.
 
 `write_joined` leaves `<run_dir>/audit.jsonl`: one line per id with its one outcome, where it
 came from, and the learner's version, step or reason. `prepare` runs before a fresh run: it
@@ -60,7 +65,8 @@ def _journals(root: Path) -> dict[str, dict]:
 
 
 def _learner_audit(audit_dir: Path) -> tuple[dict[str, dict], Counter, list[dict]]:
-    """First outcome line per id, outcome lines per id, and the duplicate lines."""
+    """First outcome line per id, outcome lines per id, and the duplicate lines (with the
+    `maybe_duplicate` refusals of ids that already had their outcome)."""
     first: dict[str, dict] = {}
     per_id: Counter[str] = Counter()
     duplicates = []
@@ -70,6 +76,9 @@ def _learner_audit(audit_dir: Path) -> tuple[dict[str, dict], Counter, list[dict
             duplicates.append(line)
         elif outcome in OUTCOMES:
             tid = line.get("id", "")
+            if tid in first and line.get("maybe_duplicate") and outcome != "trained":
+                duplicates.append(line)  # a forgotten id re-sent: refused, already decided
+                continue
             per_id[tid] += 1
             first.setdefault(tid, line)
     return first, per_id, duplicates

@@ -20,7 +20,6 @@ import torch
 
 from rewardloop.config import RunConfig
 from rewardloop.learner.weight_registry import WeightRegistry
-from rewardloop.modeling import load_policy
 from rewardloop.weight_wire import ObjectStoreWeights
 
 RECENT_VERSIONS = 8  # kept reachable by number, so the driver can save one it evaluated
@@ -176,6 +175,8 @@ class RolloutActor:
 
         _setup(cfg.rollout.torch_threads)
         self.worker_id, self.cfg, self.seed = worker_id, cfg, seed
+        from rewardloop.modeling import load_policy  # transformers: not at import (run.py)
+
         self.model, self.tokenizer, _ = load_policy(cfg)
         self.prompts = get_task(cfg.task).prompts(cfg)
         self.reward = train_reward_source(cfg, seed)
@@ -184,9 +185,12 @@ class RolloutActor:
         self._draining = False
         self._timeout = cfg.rollout.rpc_timeout_s
         self.client = None
+        self.weight_client = None
         self.worker = None
         self.sink = None
         self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self._follow_lock = threading.Lock()
+        self._followed: dict = {}  # the newest endpoints `follow` was told (a moved learner)
 
     def ready(self) -> str:
         """Answers once the constructor (model loading) is done."""
@@ -220,6 +224,34 @@ class RolloutActor:
         from rewardloop.actors.rollout import RolloutWorker
         from rewardloop.actors.spool import Spool, spool_root
         from rewardloop.actors.spooled_sink import SpooledSink
+
+        cfg = self.cfg
+        with self._follow_lock:  # a `follow` newer than what `run` was given wins
+            if self._followed.get("epoch", 0) > endpoints.get("epoch", 0):
+                endpoints = self._followed
+            self._followed = dict(endpoints)
+            self._build_clients(endpoints)
+        spool = Spool(spool_root(cfg) / self.worker_id, retain_acked=cfg.rollout.retain_acked)
+        self.sink = SpooledSink(self.client, spool)  # holds what is sent until it is durable
+        if self.weight_client is not None:
+            weights, wait = self.weight_client.poll, self.weight_client.wait_for_version
+        else:
+            weights, wait = self._object_store_weights, self._object_store_wait
+        self.worker = RolloutWorker(
+            self.worker_id,
+            cfg,
+            self.model,
+            self.tokenizer,
+            self.prompts,
+            self.reward,
+            self.sink,
+            weights=weights,
+            seed=self.seed,
+            wait_weights=wait,
+        )
+        self.worker.on_dropped = self.sink.dropped
+
+    def _build_clients(self, endpoints: dict) -> None:
         from rewardloop.actors.trajectory_client import TrajectoryClient
         from rewardloop.auth import resolve_token
 
@@ -237,27 +269,26 @@ class RolloutActor:
             retain_acked=cfg.rollout.retain_acked,
             **secure,
         )
-        self.sink = SpooledSink(self.client, Spool(spool_root(cfg) / self.worker_id))
         if cfg.rollout.weight_sync == "grpc":
             from rewardloop.actors.weight_client import WeightClient
 
-            client = WeightClient(endpoints["weights"], timeout_s=self._timeout, **secure)
-            weights, wait = client.poll, client.wait_for_version
-        else:
-            weights, wait = self._object_store_weights, self._object_store_wait
-        self.worker = RolloutWorker(
-            self.worker_id,
-            cfg,
-            self.model,
-            self.tokenizer,
-            self.prompts,
-            self.reward,
-            self.sink,
-            weights=weights,
-            seed=self.seed,
-            wait_weights=wait,
-        )
-        self.worker.on_dropped = self.sink.dropped
+            self.weight_client = WeightClient(
+                endpoints["weights"], timeout_s=self._timeout, **secure
+            )
+
+    def follow(self, endpoints: dict) -> None:
+        """The learner moved: Ray restarted it and its old port was taken, so it serves on
+        another (`RolloutPool.follow` tells every worker). The clients dial the new address on
+        their next attempt (they re-read `target` on every (re)connect), which ends a reconnect
+        loop that was knocking at the old one; a later `run` builds its clients for it."""
+        with self._follow_lock:
+            if self._followed.get("epoch", 0) > endpoints.get("epoch", 0):
+                return  # an older move, told late
+            self._followed = dict(endpoints)
+            if self.client is not None and endpoints.get("ingest"):
+                self.client.target = endpoints["ingest"]
+            if self.weight_client is not None and endpoints.get("weights"):
+                self.weight_client.target = endpoints["weights"]
 
     def run(self, endpoints: dict, max_generations: int | None = None) -> dict:
         if self._stop.is_set():
@@ -271,6 +302,8 @@ class RolloutActor:
             return {**self._identity(), **counters, **self.sink.spool_stats()}
         finally:
             self.client.close()
+            if self.weight_client is not None:
+                self.weight_client.close()
             self.sink.spool.close()
 
     def _resend(self) -> None:

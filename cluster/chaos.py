@@ -3,10 +3,14 @@ nothing was lost and nothing trained twice.
 
     rewardloop chaos --kill-workers 2 --kill-learner 1 --max-steps 60 [--duration-s D] [--seed S]
 
-The faults are spread at random (seeded) over the run: over steps 15 %..85 % of `--max-steps`,
+The faults are spread at random (seeded) over the run: over steps 15 %..60 % of `--max-steps`
+(so steps are left after the last fault for its recovery to show),
 or over 10 %..90 % of `--duration-s` (then the run trains until that time and stops as
 `rewardloop stop` does). Each is a SIGKILL of a process: a random running rollout worker's, or
-the learner's (the next learner kill waits until Ray has restarted it). The run itself is an
+the learner's (the next learner kill waits until Ray has restarted it). Faults come one at a
+time: each waits until the run has absorbed the one before (`_Chaos._absorbed`), so a worker
+and the learner are never killed together (that would take both copies of what the learner had
+acked since its last checkpoint: a correlated fault this command does not inject). The run itself is an
 ordinary `Run` (learner.max_restarts and rollout.max_restarts are raised to cover the kills),
 and `eval.target` is off, so the run lasts its whole schedule. Its own machinery has to
 absorb the faults: worker restarts with their spools, learner restarts from the resume
@@ -49,7 +53,7 @@ def schedule(
         at = sorted(rng.uniform(0.1, 0.9) * duration_s for _ in kinds)
         rng.shuffle(kinds)
         return [{"kind": k, "at_s": round(t, 1)} for k, t in zip(kinds, at, strict=True)]
-    lo, hi = max(1, int(0.15 * max_steps)), max(2, int(0.85 * max_steps))
+    lo, hi = max(1, int(0.15 * max_steps)), max(2, int(0.60 * max_steps))
     at = sorted(rng.randint(lo, hi) for _ in kinds)
     rng.shuffle(kinds)
     return [{"kind": k, "at_step": s} for k, s in zip(kinds, at, strict=True)]
@@ -128,7 +132,35 @@ class _Chaos:
             reached = lambda: time.monotonic() - self.t0 >= fault["at_s"]  # noqa: E731
         else:
             reached = lambda: len(self.run.steps) >= fault["at_step"]  # noqa: E731
-        return self._wait_until(lambda: self._started() and reached())
+        return self._wait_until(lambda: self._started() and reached() and self._absorbed(fault))
+
+    def _absorbed(self, fault: dict) -> bool:
+        """The previous fault is behind the run, so that two faults never make one that the
+        run's design does not cover (both copies of a trajectory gone at once):
+
+        - a learner kill after a worker kill waits for a resume checkpoint newer than the
+          learner's version at that kill: what the dead worker had acked but not yet durable
+          (kept only in its memory, actors/retain.py) is then in the checkpoint;
+        - a worker kill after a learner kill waits until the driver logged a step past the
+          kill: the restarted learner trains again, so the workers have reconnected and re-sent
+          what the dead learner had acked since its checkpoint.
+
+        Without resume checkpoints on a schedule (learner.checkpoint_every_steps=0) the first
+        cannot be waited for, and is not."""
+        if not self.faults:
+            return True
+        last = self.faults[-1]
+        if fault["kind"] == "learner" and last["kind"] == "worker":
+            if not self.run.cfg.learner.checkpoint_every_steps:
+                return True
+            try:
+                checkpoint = self.run.calls("status")["checkpoint"]
+            except RewardLoopError:
+                return False
+            return checkpoint.get("durable_version", 0) > last["learner_version"]
+        if fault["kind"] == "worker" and last["kind"] == "learner":
+            return len(self.run.steps) > last["step"]
+        return True
 
     def _inject(self, kind: str) -> None:
         if kind == "learner":
@@ -159,6 +191,12 @@ class _Chaos:
                 self.failures.append("worker kill: no running worker to kill")
                 return
             target, pid = self.rng.choice(candidates)
+        extra = {}
+        if kind == "worker":  # what it acked so far is durable once a checkpoint passes this
+            try:
+                extra["learner_version"] = self.run.calls("status")["version"]
+            except RewardLoopError:
+                extra["learner_version"] = 0
         os.kill(pid, signal.SIGKILL)
         record = {
             "kind": kind,
@@ -166,6 +204,7 @@ class _Chaos:
             "step": len(self.run.steps),
             "pid": pid,
             ("incarnation" if kind == "learner" else "worker_id"): target,
+            **extra,
         }
         self.faults.append(record)
         log.warning("chaos: SIGKILL %s", record)

@@ -86,6 +86,21 @@ class RolloutPool:
             for wid, actor, ref in self.workers
         ]
 
+    def follow(self, endpoints: dict) -> None:
+        """The learner serves at `endpoints` now (Ray restarted it; its old port may have been
+        taken, so the ports may be new): workers given `run` from now on get them, and if the
+        address moved, every worker is told (`RolloutActor.follow`; an `epoch` that only grows
+        orders the moves), so that in-cluster workers follow it as external ones follow
+        endpoints.json."""
+        old = self.endpoints or {}
+        if all(old.get(k) == endpoints.get(k) for k in ("ingest", "weights")):
+            self.endpoints = {**endpoints, "epoch": old.get("epoch", 0)}
+            return
+        self.endpoints = {**endpoints, "epoch": old.get("epoch", 0) + 1}
+        log.warning("learner moved to %s: telling the rollout workers", endpoints.get("ingest"))
+        for actor in self.actors():
+            actor.follow.remote(self.endpoints)
+
     @property
     def size(self) -> int:
         """Workers in the pool (launched or running; retiring ones are no longer counted)."""

@@ -5,7 +5,8 @@ Three ways a learner comes back, all from `<run_dir>/resume/` (learner/resume_st
 - **Ray restarts it** (its process died; `learner.max_restarts`). `LearnerActor.__init__` runs
   again; `boot_learner` sees `was_current_actor_reconstructed`, restores the newest complete
   checkpoint, binds the ingest port it had (if still free; else a new one, which the driver
-  records and workers are told through the actor), and the actor serves and trains again on
+  records in endpoints.json for external workers and pushes to the in-cluster ones:
+  `RolloutPool.follow` -> `RolloutActor.follow`), and the actor serves and trains again on
   its own. The driver's calls go through `LearnerCalls`, which retries a call that met the
   restart until `learner.restart_timeout_s`; `LearnerCalls.observe` notes each new
   incarnation in metrics.jsonl (`"event": "learner_restart"`).
@@ -37,7 +38,6 @@ import ray
 
 from rewardloop.config import RunConfig, replace
 from rewardloop.errors import ConfigError, RewardLoopError
-from rewardloop.modeling import load_policy
 from rewardloop.run_outputs import MetricsLog, read_records
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ def resume_root(cfg: RunConfig) -> Path:
 def boot_learner(cfg: RunConfig, publish, device: str, resume: bool):
     """(service, model path, boot record) for LearnerActor.__init__ (see the module doc)."""
     from rewardloop.learner.service import LearnerService
+    from rewardloop.modeling import load_policy  # transformers: not at import (run.py)
 
     restarted = ray.get_runtime_context().was_current_actor_reconstructed
     root = resume_root(cfg)

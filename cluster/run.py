@@ -3,6 +3,7 @@
     summary = Run(cfg).execute()          # or step by step:
     run = Run(cfg)
     run.prepare(); run.connect(); run.launch(); run.watch(); run.stop(); run.save()
+    # (execute() runs prepare() on a thread while connect() starts Ray: cluster/startup.py)
     summary = run.finish(); run.close()
 
 The run owns what it started and nothing else: it connects to `cluster.address` (or
@@ -46,6 +47,7 @@ from .resume import (
     stop_on_sigterm,
 )
 from .scaling import Scaler
+from .startup import overlap
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -97,6 +99,13 @@ class Run:
         hint = idle_workers_hint(self.cfg)
         if hint:
             log.warning(hint)
+        self._t["prepared"] = time.perf_counter()
+
+    def prepare_and_connect(self) -> None:
+        """prepare() on a thread while connect() starts Ray: the driver's model loading (its
+        transformers import, 1-2 s of CPU) overlaps Ray's start-up instead of preceding it."""
+        torch.set_num_threads(1)  # for this thread, which evaluates (prepare sets its own)
+        overlap(self.prepare, self.connect)
 
     # -- Ray lifecycle ---------------------------------------------------------------------
     def connect(self) -> None:
@@ -124,6 +133,10 @@ class Run:
         self.pool.launch(self.cfg.rollout.num_workers)  # they load while the learner loads
         self.endpoints = ray.get(self.learner.start.remote(), timeout=600)
         self.pool.start(self.endpoints)
+        self._t["train"] = time.perf_counter()
+        ray.get(
+            self.learner.start_training.remote(self.cfg.learner.max_steps), timeout=CALL_TIMEOUT_S
+        )
         # `rewardloop worker --run-dir` (actors/external.py) reads these; no token is written
         record_endpoints(
             self.out, ingest=self.endpoints["ingest"], weights=self.endpoints["weights"]
@@ -136,10 +149,6 @@ class Run:
         self._record_metrics_endpoints()
         self.scaler = Scaler(actor_cfg, self.pool, self.learner)
         record_endpoints(self.out, control=self.scaler.start())  # `rewardloop scale RUN_DIR`
-        self._t["train"] = time.perf_counter()
-        ray.get(
-            self.learner.start_training.remote(self.cfg.learner.max_steps), timeout=CALL_TIMEOUT_S
-        )
         if self.resume:  # the steps and evaluations before, then a line saying where it went on
             self.steps, self.evals = previous_records(self.out)
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl", append=self.resume)
@@ -266,8 +275,7 @@ class Run:
     def execute(self) -> dict:
         """The whole run; returns the summary. RewardLoopError if training stopped early."""
         try:
-            self.prepare()
-            self.connect()
+            self.prepare_and_connect()
             self.launch()
             self.watch()
             self.stop()
@@ -293,11 +301,13 @@ class Run:
         self.learner.set_driver_metrics.remote(workers=len(self.pool.workers))
 
     def _record_learner_endpoints(self) -> None:
-        """A restarted learner may serve on new ports: endpoints.json names the current ones."""
+        """A restarted learner may serve on new ports: endpoints.json names the current ones
+        (external workers follow it) and the pool tells its workers (RolloutPool.follow)."""
         self.endpoints = {**self.endpoints, **self.calls("endpoints")}
         record_endpoints(
             self.out, ingest=self.endpoints["ingest"], weights=self.endpoints["weights"]
         )
+        self.pool.follow(self.endpoints)
 
     # -- evaluation ------------------------------------------------------------------------
     def _record_eval(self, record: dict) -> None:
@@ -362,6 +372,7 @@ class Run:
             "rate_mean_end": section["end"],
             "setup": {  # seconds before training: model, Ray start-up, the learner loading
                 "before_ray_s": round(t["ray_start"] - t["start"], 2),
+                "prepare_s": round(t.get("prepared", t["ray_start"]) - t["start"], 2),
                 "ray_init_s": round(t["ray"] - t["ray_start"], 2),
                 "learner_ready_s": round(t["train"] - t["ray"], 2),
                 "total_s": round(t["train"] - t["start"], 2),

@@ -4,7 +4,8 @@
 
 - the run's own reward (`metric: reward`) when it is a function, an http or grpc service, or a
   weighted combination of those: a fresh source built from the same config, its calls, items and
-  errors counted (`reward_calls`); an error leaves those samples unscored, never stops the run;
+  errors counted (`reward_calls`: this evaluation's own, which summary.json sums over the run);
+  an error leaves those samples unscored, never stops the run;
 - the task's simulated audience (`metric: like_rate` for the news feed, `helpful_rate` for the
   help desk), noise-free, when the run trains on it (`reward.kind: persona`) or as `audience`
   beside the run's own metric;
@@ -172,8 +173,11 @@ class Evaluator:
         )
         out: dict = {"metric": self.metric, "samples": len(requests)}
         if self.own is not None:
+            before = dict(self.own.counts)
             out.update(by_key(requests, self.own.values(requests)), noise_free=False)
-            out["reward_calls"] = dict(self.own.counts)
+            # this evaluation's own calls: summary.json sums them over the run's evaluations
+            # (also across a resume, whose Evaluator counts from 0 again)
+            out["reward_calls"] = {k: round(v - before[k], 4) for k, v in self.own.counts.items()}
         if self.audience is not None:
             values, noise_free = audience_values(self.audience, requests)
             figures = {**by_key(requests, values), "noise_free": noise_free}

@@ -23,20 +23,30 @@ state remembers how long the audit was, and `load_state` cuts the audit back to 
 the audit never holds outcomes the restored learner does not know of. `write_in_flight` records
 what was still in flight when the learner stopped (`audit/learner_in_flight.json`).
 
-Memory: the counts, one set of decided ids (the idempotency keys, like the buffer's seen-set)
-and the ids taken for the current step; payloads are never kept here.
+Memory is bounded in the length of the run: the counts, the ids taken for the current step, and
+the decided ids of recent versions only (`RecentIds`, learner/recent_ids.py). The buffer calls
+`forget_below(current - max_staleness - margin)` as versions advance: an id it forgets can only
+come back below the staleness bound, where it is refused as stale by its version, so it is
+never trained twice. Such a refusal may be a re-send of an id that already has its outcome: a
+refusal of an id this ledger no longer remembers, but might have, is written with
+`"maybe_duplicate": true`, counted once more under its outcome and in `maybe_duplicates`, and
+`cluster/accounting_report.py` (which reads the whole audit) counts it as a duplicate when the
+id's outcome is already in the audit, else as that outcome. The checkpoint holds the same
+bounded state. Payloads are never kept here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from rewardloop.learner.recent_ids import RecentIds
 from rewardloop.trajectory import Trajectory
 
 OUTCOMES = ("trained", "stale", "expired", "rejected")
@@ -44,6 +54,7 @@ AUDIT_FILE = "learner.jsonl"
 IN_FLIGHT_FILE = "learner_in_flight.json"
 STALE_MARK = "is too stale"
 """The buffer's reason for a trajectory too old on arrival contains this (see buffer.py)."""
+_STALE_VERSION = re.compile(r"policy_version: (-?\d+) " + STALE_MARK)
 
 
 def outcome_for_reject(reason: str) -> str:
@@ -57,7 +68,8 @@ class Ledger:
     def __init__(self, audit_dir: str | Path | None = None):
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter({k: 0 for k in OUTCOMES})
-        self._decided: set[str] = set()
+        self._decided = RecentIds()  # id -> the version it is filed under (recent ones only)
+        self._latest = 0  # the newest learner version this ledger has heard of
         self._taken: dict[str, str] = {}  # id -> worker, taken for the step now training
         self.audit_dir = Path(audit_dir) if audit_dir is not None else None
         self._file = None
@@ -79,16 +91,28 @@ class Ledger:
 
     def reject(self, tid: str, reason: str, worker: str = "", version: int | None = None) -> bool:
         """Record an ingest refusal (stale or rejected, from the reason). False when `tid`
-        already had an outcome: then it counts as an ignored duplicate instead."""
+        already had an outcome: then it counts as an ignored duplicate instead. `version` is
+        the learner's (None when the trajectory was refused before it was decoded)."""
         outcome = outcome_for_reject(reason)
+        found = _STALE_VERSION.search(reason) if outcome == "stale" else None
+        policy_version = int(found.group(1)) if found else None
         with self._lock:
             if tid and tid in self._decided:
                 self._duplicate_locked(tid, worker)
                 return False
+            if version is not None:
+                self._latest = max(self._latest, version)
+            extra = {"reason": reason}
+            if tid and self._decided.may_have_forgotten(policy_version):
+                extra["maybe_duplicate"] = True  # the report decides (see the module doc)
+                self._counts["maybe_duplicates"] += 1
             if tid:
-                self._decided.add(tid)
+                # filed at a version >= the trajectory's: its own when the reason names it,
+                # else the learner's (one past the newest known when not even that is given)
+                key = policy_version if policy_version is not None else version
+                self._decided.add(tid, self._latest + 1 if key is None else key)
             self._counts[outcome] += 1
-            self._write_locked([_line(tid, outcome, worker, version, reason=reason)])
+            self._write_locked([_line(tid, outcome, worker, version, **extra)])
             return True
 
     def duplicate(self, tid: str, worker: str = "") -> None:
@@ -118,15 +142,28 @@ class Ledger:
     def _decide(self, trajs: Iterable[Trajectory], outcome: str, version: int, extra: dict) -> None:
         lines = []
         with self._lock:
+            self._latest = max(self._latest, version)
             for t in trajs:
                 self._taken.pop(t.id, None)
                 if t.id in self._decided:  # a bug upstream: never a second outcome
                     self._counts["conflicts"] += 1
                     continue
-                self._decided.add(t.id)
+                self._decided.add(t.id, t.policy_version)
                 self._counts[outcome] += 1
                 lines.append(_line(t.id, outcome, t.worker_id, version, **extra))
             self._write_locked(lines)
+
+    def forget_below(self, horizon: int, current_version: int) -> int:
+        """Forget the decided ids filed below `horizon` (the buffer's: current_version -
+        max_staleness - margin); returns how many. See the module doc for why it is safe."""
+        with self._lock:
+            self._latest = max(self._latest, current_version)
+            return self._decided.forget_below(horizon)
+
+    def remembered(self) -> int:
+        """How many decided ids are in memory (bounded: recent versions only)."""
+        with self._lock:
+            return len(self._decided)
 
     def _duplicate_locked(self, tid: str, worker: str) -> None:
         self._counts["duplicates_ignored"] += 1
@@ -136,11 +173,13 @@ class Ledger:
 
     def counts(self) -> dict[str, int]:
         """trained, stale, expired, rejected, duplicates_ignored, taken (in the step now
-        training) and conflicts (a second outcome refused: always 0 unless there is a bug)."""
+        training), conflicts (a second outcome refused: always 0 unless there is a bug) and
+        maybe_duplicates (refusals of ids too old to be remembered, counted under their outcome:
+        the audit report tells which of them were re-sends of decided ids)."""
         with self._lock:
             out = {k: self._counts[k] for k in OUTCOMES}
-            out["duplicates_ignored"] = self._counts["duplicates_ignored"]
-            out["conflicts"] = self._counts["conflicts"]
+            for k in ("duplicates_ignored", "conflicts", "maybe_duplicates"):
+                out[k] = self._counts[k]
             out["taken"] = len(self._taken)
             return out
 
@@ -172,7 +211,8 @@ class Ledger:
                 self._file.flush()
             return {
                 "counts": dict(self._counts),
-                "decided": set(self._decided),
+                "decided": self._decided.state(),  # recent versions only: bounded
+                "latest": self._latest,
                 "taken": dict(self._taken),
                 "audit_bytes": self._file.tell() if self._file is not None else 0,
             }
@@ -186,7 +226,8 @@ class Ledger:
             self._counts = Counter(state.get("counts", {}))
             for k in OUTCOMES:
                 self._counts.setdefault(k, 0)
-            self._decided = set(state.get("decided", ()))
+            self._decided = RecentIds.from_state(state.get("decided", ()))
+            self._latest = int(state.get("latest", 0))
             self._taken = {}
             if self._file is not None:
                 self._file.flush()

@@ -88,16 +88,27 @@ def group_relative(
     return adv.to(_float_dtype(rewards))
 
 
-def leave_one_out(rewards: Tensor, group_index: Tensor) -> Tensor:
+def leave_one_out(
+    rewards: Tensor, group_index: Tensor, scale_std: bool = False, eps: float = 1e-6
+) -> Tensor:
     """RLOO advantage: A_i = r_i - (S_g - r_i) / (n_g - 1), the mean of the *other* members.
 
     Equivalently n/(n-1) * (r_i - mean_g). An unbiased baseline because it does not depend on
     sample i. Groups of size 1 (no other member) and groups of equal rewards give A = 0.
+    With `scale_std` (`learner.rloo_scale_std`) A_i is divided by std_g + eps, the group's
+    population std as in `group_relative`: a group with little spread (a reader whose samples
+    are nearly all one disliked topic) then gets as large a say as any other.
     """
     _check_rewards(rewards, group_index)
-    r, n, total, constant, _ = _group_stats(rewards, group_index)
+    r, n, total, constant, gid = _group_stats(rewards, group_index)
     others_mean = (total - r) / (n - 1).clamp(min=1.0)
-    adv = torch.where(constant, torch.zeros_like(r), r - others_mean)
+    adv = r - others_mean
+    if scale_std:
+        centered = r - total / n
+        std = (_group_sum(centered * centered, gid) / n).sqrt()
+        adv = adv / (std + eps)
+        constant = constant | (std == 0)
+    adv = torch.where(constant, torch.zeros_like(r), adv)
     return adv.to(_float_dtype(rewards))
 
 

@@ -9,7 +9,7 @@ An `Algorithm` is three small pure pieces, so the trainer never dispatches on a 
 | name      | advantages                              | loss                                   | passes           |
 |-----------|-----------------------------------------|----------------------------------------|------------------|
 | grpo      | group-relative (/ std if scale_std)     | PPO-clip vs behavior log-probs         | 1                |
-| rloo      | leave-one-out                           | policy gradient x truncated IS weights | 1                |
+| rloo      | leave-one-out (/ std if rloo_scale_std) | policy gradient x truncated IS weights | 1                |
 | reinforce | running-mean baseline                   | policy gradient x truncated IS weights | 1                |
 | ppo       | running-mean baseline / batch std       | PPO-clip vs behavior log-probs         | learner.ppo_epochs |
 
@@ -69,7 +69,7 @@ def _group_relative(rewards, group_index, cfg, baseline) -> Tensor:
 
 
 def _leave_one_out(rewards, group_index, cfg, baseline) -> Tensor:
-    return adv.leave_one_out(rewards, group_index)
+    return adv.leave_one_out(rewards, group_index, scale_std=cfg.rloo_scale_std)
 
 
 def _running_baseline(rewards, group_index, cfg, baseline) -> Tensor:

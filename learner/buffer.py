@@ -7,24 +7,35 @@ Every way out of the buffer is counted: taken for training, dropped because it b
 completed (a worker died mid-group). Each trajectory that leaves is reported through
 `on_release(worker_id, count)` -- the credit return path of the ingest server.
 
-Ids are remembered forever, so a trajectory re-sent after a reconnect is a duplicate and is
-trained on at most once. The buffer's `ledger` (learner/accounting.py) gets each way out by id:
-taken (in flight until the service records the step as trained), stale or expired; it is told
-outside the lock, like `on_release`.
+Ids are remembered while they could still be admitted, so a trajectory re-sent after a
+reconnect is a duplicate and is trained on at most once: seen ids and closed groups are kept
+for `max_staleness + forget_margin` versions (learner/recent_ids.py), then forgotten, here and in
+the ledger (`ledger.forget_below`); one re-sent after that is older than the staleness bound and
+is refused as stale by its version alone. Memory and the resume checkpoint stay bounded in the
+length of the run (held groups, and the ids of a few versions). The buffer's `ledger`
+(learner/accounting.py) gets each way out by id: taken (in flight until the service records
+the step as trained), stale or expired; it is told outside the lock, like `on_release`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rewardloop.learner.accounting import Ledger
+from rewardloop.learner.recent_ids import RecentIds
 from rewardloop.trajectory import Trajectory
 
 ReleaseFn = Callable[[str, int], None]
+FORGET_MARGIN = 64
+"""Versions ids are kept past the staleness bound by default. A re-send within them (a worker
+restarted, a learner restored from a checkpoint `checkpoint_every_steps` back) is answered as
+the duplicate it is; past them it is refused as stale and the audit report resolves it. About
+10 kB per version at 64 trajectories a step: memory, not a trade against correctness."""
 
 
 @dataclass
@@ -52,6 +63,7 @@ class TrajectoryBuffer:
         on_release: ReleaseFn | None = None,
         partial_group_timeout_s: float = 60.0,
         ledger: Ledger | None = None,
+        forget_margin: int | None = None,
     ):
         if capacity < 1:
             raise ValueError(f"capacity: must be >= 1, got {capacity}")
@@ -61,11 +73,16 @@ class TrajectoryBuffer:
         self.max_staleness = max_staleness
         self.on_release = on_release
         self.partial_group_timeout_s = partial_group_timeout_s
+        # versions kept past the staleness bound (any margin >= 0 is safe: FORGET_MARGIN)
+        self.forget_margin = FORGET_MARGIN if forget_margin is None else forget_margin
+        if self.forget_margin < 0:
+            raise ValueError(f"forget_margin: must be >= 0, got {self.forget_margin}")
         # re-entrant, so that `admitting()` can hold it across a whole batch of `add`s
         self._cond = threading.Condition(threading.RLock())
         self._groups: OrderedDict[str, _Group] = OrderedDict()  # FIFO by first arrival
-        self._seen: set[str] = set()
-        self._closed_groups: set[str] = set()  # taken or dropped; late members are rejected
+        self._seen = RecentIds()  # id -> policy_version, of recent versions
+        self._closed_groups = RecentIds()  # taken or dropped (-> newest member version)
+        self._forget: tuple[int, int] | None = None  # (horizon, version) to tell the ledger
         self._size = 0
         self._closed = False
         self._counts: Counter[str] = Counter()
@@ -75,15 +92,27 @@ class TrajectoryBuffer:
         # (trajectories, outcome, version, reason) decided under the lock, told to the ledger
         # after it (outcome "taken": handed to the trainer)
         self._decisions: list[tuple[list[Trajectory], str, int, str]] = []
+        self._admitting = 0  # depth of `admitting()`: adds under it defer the takers' wake-up
+        self._wake_due = False
 
     # ---- ingest side -------------------------------------------------------------------
 
-    def admitting(self) -> threading.Condition:
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[None]:
         """`with buffer.admitting():` holds the buffer's lock across several `add`s (the ingest
         server admits a whole batch under it): one acquisition per batch instead of one per
-        trajectory, and the trainer's `take_groups` is not woken in the middle of a batch. Hold
-        it only around `add`s (it is the lock `take_groups` waits on)."""
-        return self._cond
+        trajectory, and the trainer's `take_groups` is woken once when the batch is in, not
+        once per group it completes (each wake is a thread switch while the lock is held).
+        Hold it only around `add`s (it is the lock `take_groups` waits on)."""
+        with self._cond:
+            self._admitting += 1
+            try:
+                yield
+            finally:
+                self._admitting -= 1
+                if self._wake_due and not self._admitting:
+                    self._wake_due = False
+                    self._cond.notify_all()
 
     def add(self, traj: Trajectory, current_version: int) -> tuple[str, str]:
         """Admit one trajectory: ("accepted", "") | ("duplicate", "") | ("rejected", reason)."""
@@ -100,10 +129,12 @@ class TrajectoryBuffer:
                 group = _Group(max(1, traj.group_size), time.monotonic())
                 self._groups[traj.group_id] = group
             group.members.append(traj)
-            self._seen.add(traj.id)
+            self._seen.add(traj.id, traj.policy_version)
             self._size += 1
             self._counts["accepted"] += 1
-            if group.complete:
+            if group.complete and self._admitting:
+                self._wake_due = True  # woken when the batch is in (`admitting`)
+            elif group.complete:
                 self._cond.notify_all()
             return "accepted", ""
 
@@ -186,7 +217,7 @@ class TrajectoryBuffer:
         self, gid: str, current_version: int, released: Counter[str]
     ) -> list[Trajectory]:
         group = self._groups.pop(gid)
-        self._closed_groups.add(gid)
+        self._close_locked(gid, group)
         self._size -= len(group.members)
         self._counts["taken"] += len(group.members)
         for t in group.members:
@@ -210,7 +241,7 @@ class TrajectoryBuffer:
             self._counts["dropped_stale"] += stale
             self._counts["dropped_incomplete"] += len(group.members) - stale
             self._groups.pop(gid)
-            self._closed_groups.add(gid)
+            self._close_locked(gid, group)
             self._size -= len(group.members)
             for t in group.members:
                 released[t.worker_id] += 1
@@ -227,6 +258,23 @@ class TrajectoryBuffer:
                 )
                 self._decisions.append((group.members, "expired", current_version, reason))
 
+        self._forget_locked(current_version)
+
+    def _close_locked(self, gid: str, group: _Group) -> None:
+        """Late members are refused while the group's newest version is remembered; after
+        that they are older than the staleness bound (a group is generated at one version)."""
+        self._closed_groups.add(gid, max(t.policy_version for t in group.members))
+
+    def _forget_locked(self, current_version: int) -> None:
+        """Forget ids and groups below `current_version - max_staleness - forget_margin`:
+        none is held (older ones were just dropped stale), none can be admitted again."""
+        horizon = current_version - self.max_staleness - self.forget_margin
+        if horizon <= 0 or (self._seen.horizon is not None and horizon <= self._seen.horizon):
+            return
+        self._seen.forget_below(horizon)
+        self._closed_groups.forget_below(horizon)
+        self._forget = (horizon, current_version)
+
     def _next_expiry_in(self) -> float:
         """Seconds until the oldest partial group expires (so a waiting take can drop it)."""
         partial = [g.first_arrival for g in self._groups.values() if not g.complete]
@@ -237,11 +285,14 @@ class TrajectoryBuffer:
     def _release(self, released: Counter[str]) -> None:
         with self._cond:
             decisions, self._decisions = self._decisions, []
+            forget, self._forget = self._forget, None
         for trajs, outcome, version, reason in decisions:
             if outcome == "taken":
                 self.ledger.taken(trajs)
             else:
                 self.ledger.dropped(trajs, outcome, version, reason)
+        if forget is not None:  # after the decisions above, so none is filed after forgetting
+            self.ledger.forget_below(*forget)
         hook = self.on_release
         if hook is None:
             return
@@ -272,14 +323,15 @@ class TrajectoryBuffer:
     # ---- resume (learner/resume_state.py) ----------------------------------------------
 
     def state(self) -> dict:
-        """What a resumed learner needs: held groups, every seen id and closed group, counters.
+        """What a resumed learner needs: held groups, the recent seen ids and closed groups
+        (bounded, see the module doc), counters.
 
         Taken under the lock, so it is one consistent moment of the ingest side."""
         with self._cond:
             return {
                 "groups": [(gid, g.group_size, list(g.members)) for gid, g in self._groups.items()],
-                "seen": set(self._seen),
-                "closed_groups": set(self._closed_groups),
+                "seen": self._seen.state(),
+                "closed_groups": self._closed_groups.state(),
                 "counts": Counter(self._counts),
                 "rejected": Counter(self._rejected),
                 "lag": Counter(self._lag),
@@ -293,8 +345,8 @@ class TrajectoryBuffer:
                 (gid, _Group(size, now, list(members))) for gid, size, members in state["groups"]
             )
             self._size = sum(len(g.members) for g in self._groups.values())
-            self._seen = set(state["seen"])
-            self._closed_groups = set(state["closed_groups"])
+            self._seen = RecentIds.from_state(state["seen"])  # a plain set: an older checkpoint
+            self._closed_groups = RecentIds.from_state(state["closed_groups"])
             self._counts = Counter(state["counts"])
             self._rejected = Counter(state["rejected"])
             self._lag = Counter(state["lag"])
@@ -317,6 +369,8 @@ class TrajectoryBuffer:
                 "capacity": self.capacity,
                 "groups": len(self._groups),
                 "groups_complete": sum(1 for g in self._groups.values() if g.complete),
+                "ids_remembered": len(self._seen),
+                "groups_remembered": len(self._closed_groups),
                 "lag_mean": lag_sum / lag_n if lag_n else 0.0,
                 "lag_hist": dict(sorted(self._lag.items())),
             }

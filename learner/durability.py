@@ -6,10 +6,12 @@
     restore_learner(service, store.load_latest(), store.published_version())
 
 A checkpoint holds the model and optimizer tensors, the scheduler, the RNG states (torch,
-numpy, python), the version, the step metrics (so steps are numbered on and `metrics_since`
-keeps its indices), the throughput counters, the accounting ledger when the service has one
-(`ledger.state()`), and the buffer: its held, untrained trajectories and every id it has seen,
-so a re-sent trajectory the checkpoint already covers is a duplicate, never trained twice.
+numpy, python), the version, the step count and the newest step records (learner/step_log.py:
+steps are numbered on and `metrics_since` keeps its indices), the throughput counters, the
+accounting ledger when the service has one (`ledger.state()`), and the buffer: its held,
+untrained trajectories and the ids of the last few versions, so a re-sent trajectory the
+checkpoint already covers is a duplicate, never trained twice (an older one is refused as stale
+by its version: learner/recent_ids.py). Its size is bounded in the length of the run.
 
 Why it is consistent with what workers were told: the snapshot is taken in the training thread
 (no step, take or staleness drop runs meanwhile) and the buffer's part under its lock; every
@@ -45,7 +47,7 @@ def learner_state(service) -> dict:
         "model": model,
         "trainer": trainer.trainer_state(),
         "rng": rng_state(),
-        "metrics": list(service.metrics),
+        "metrics": service.metrics.state(),  # the step count and the newest records
         "counters": service.counters_state(),
         "buffer": service.buffer.state(),
         "ledger": ledger.state() if ledger is not None and hasattr(ledger, "state") else None,
@@ -67,7 +69,7 @@ def restore_learner(service, state: dict, published_version: int = -1) -> int:
     trainer.model.load_state_dict(state["model"])
     trainer.load_trainer_state(state["trainer"])
     set_rng_state(state["rng"])
-    service.metrics[:] = state["metrics"]
+    service.metrics.load_state(state["metrics"])  # a plain list: an older checkpoint
     service.load_counters(state["counters"])
     service.buffer.load_state(state["buffer"])
     ledger = _ledger(service)

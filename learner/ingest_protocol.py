@@ -1,47 +1,25 @@
-"""The ingest stream's protocol pieces that hold no server state: the hello check, the
-folding of credit grants into one Ack, and the lenient registration (a message that is not a
-TrajectoryBatch is INVALID_ARGUMENT, never INTERNAL). `ingest_server.IngestServer` uses them."""
+"""The ingest stream's protocol pieces that hold no server state: the hello and data-batch
+checks and the lenient registration (a message that
+is not a TrajectoryBatch is INVALID_ARGUMENT, never INTERNAL; each request arrives with its wire
+size, so counting bytes costs no `ByteSize()` walk). `ingest_server.IngestServer` uses them."""
 
 from __future__ import annotations
 
-import queue
+from collections.abc import Callable
 
 import grpc
 
 from rewardloop import grpc_util
-from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.pb import trajectory_pb2
 
 SERVICE_NAME = trajectory_pb2.DESCRIPTOR.services_by_name["TrajectoryService"].full_name
 
 
-def coalesce_grants(
-    ack: trajectory_pb2.Ack, acks: queue.Queue
-) -> tuple[trajectory_pb2.Ack, object]:
-    """Fold the credit-only Acks queued right behind `ack` into one message (credits add up).
-
-    A burst of grants (the learner released several workers' items while the stream was busy
-    sending) then costs one message instead of one each; every message costs gRPC-Python about
-    as much as decoding a batch. Returns the Ack to send and the first queued item that could
-    not be folded (or None).
-    """
-    while True:
-        try:
-            nxt = acks.get_nowait()
-        except queue.Empty:
-            return ack, None
-        if not isinstance(nxt, trajectory_pb2.Ack):
-            return ack, nxt
-        if nxt.batch_seq and ack.batch_seq:
-            return ack, nxt  # two batch answers: each keeps its own message
-        if ack.batch_seq == 0:  # a grant folds into whatever follows it
-            ack, nxt = nxt, ack
-        ack.credits += nxt.credits
-        ack.learner_version = max(ack.learner_version, nxt.learner_version)
-
-
-def hello_problem(first: trajectory_pb2.TrajectoryBatch | grpc_util.BadRequest) -> str:
+def hello_problem(first: tuple | grpc_util.BadRequest) -> str:
+    """Why the first request (`(batch, size)` or a BadRequest) is not a valid hello, or ""."""
     if isinstance(first, grpc_util.BadRequest):
         return first.details
+    first = first[0]
     if not first.HasField("hello"):
         return "hello: the first message of a stream must set hello (see trajectory.proto)"
     if not first.hello.worker_id:
@@ -51,15 +29,37 @@ def hello_problem(first: trajectory_pb2.TrajectoryBatch | grpc_util.BadRequest) 
     return ""
 
 
-def register_lenient(
-    servicer: trajectory_pb2_grpc.TrajectoryServiceServicer, server: grpc.Server
-) -> None:
-    """The generated registration, but with a lenient request deserializer: a message that is
-    not a TrajectoryBatch is answered INVALID_ARGUMENT and counted, not INTERNAL."""
+def batch_problem(batch: trajectory_pb2.TrajectoryBatch) -> str:
+    """Why a data batch (any message after the hello) breaks the stream order, or ""."""
+    if batch.HasField("hello"):
+        return "hello: only on the first message"
+    if batch.HasField("columns") and len(batch.trajectories):
+        return "columns: a batch sets columns or trajectories, not both"
+    if batch.batch_seq == 0:
+        return "batch_seq: must be >= 1 on data batches"
+    return ""
+
+
+def sized_deserializer() -> Callable[[bytes], object]:
+    """`grpc_util.lenient_deserializer(TrajectoryBatch)` that hands the handler
+    `(batch, wire bytes)`; undecodable bytes still become a bare `BadRequest`."""
+    parse = grpc_util.lenient_deserializer(trajectory_pb2.TrajectoryBatch)
+
+    def deserialize(data: bytes):
+        msg = parse(data)
+        return msg if isinstance(msg, grpc_util.BadRequest) else (msg, len(data))
+
+    return deserialize
+
+
+def register_lenient(stream: Callable, server: grpc.Server) -> None:
+    """The generated registration of `TrajectoryService.Stream` (the handler `stream`), but with
+    a lenient request deserializer: a message that is not a TrajectoryBatch is answered
+    INVALID_ARGUMENT and counted, not INTERNAL."""
     handlers = {
         "Stream": grpc.stream_stream_rpc_method_handler(
-            servicer.Stream,
-            request_deserializer=grpc_util.lenient_deserializer(trajectory_pb2.TrajectoryBatch),
+            stream,
+            request_deserializer=sized_deserializer(),
             response_serializer=trajectory_pb2.Ack.SerializeToString,
         )
     }

@@ -4,15 +4,19 @@ One bidirectional stream per worker connection, in the order trajectory.proto de
 initial credits; each batch -> exactly one Ack; credit-only Acks whenever the buffer releases the
 worker's items. The sync gRPC server runs each stream's response generator in a pool thread;
 a per-stream reader thread consumes the requests and pushes Acks into the stream's queue, so a
-credit grant can be sent at any moment. Bad trajectories are rejected one by one (the reason
+credit grant can be sent at any moment (a worker that holds credits reserved for groups still
+awaiting rewards sends nothing while it waits for more, so grants cannot wait for its next
+batch: the generator must not sit in the request iterator). Bad trajectories are rejected one by one (the reason
 names the field) and never end the stream; protocol errors (no hello) abort only that stream.
 
 Cost per batch (see `rewardloop bench ingest`): each batch is decoded and validated at once with
 a few numpy calls over its packed arrays (`wire_columns.trajectories_from_columns` for the
 column form workers send, `wire.trajectories_from_protos` for the row form), and the Ack to a
 column batch names only the duplicate and rejected ids (`accepted_rest`), so what remains is
-mostly gRPC-Python's own cost per message; grants queued behind an Ack ride in that Ack
-(`coalesce_grants`) rather than costing a message each.
+mostly gRPC-Python's own cost per message. Grants ride on batch Acks where they can, and cost
+a message of their own only when no batch is being answered (`ingest_stream.StreamState`); the
+wire size of each request comes with it from the
+deserializer (no `ByteSize()`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import queue
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import grpc
 
@@ -34,11 +37,12 @@ from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.credits import CreditLedger, Grant
 from rewardloop.learner.ingest_protocol import (
     SERVICE_NAME,
-    coalesce_grants,
+    batch_problem,
     hello_problem,
     register_lenient,
 )
-from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
+from rewardloop.learner.ingest_stream import END, GRANT, Abort, StreamState
+from rewardloop.pb import trajectory_pb2
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire import trajectories_from_protos
 from rewardloop.wire_columns import trajectories_from_columns
@@ -46,22 +50,6 @@ from rewardloop.wire_columns import trajectories_from_columns
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.5  # how often an idle response generator checks that its RPC is still alive
-
-
-@dataclass(frozen=True)
-class _Abort:
-    code: grpc.StatusCode
-    details: str
-
-
-_END = object()  # the request side ended; the response generator returns
-
-
-@dataclass
-class _StreamState:
-    stream_id: str
-    worker_id: str
-    acks: queue.Queue = field(default_factory=queue.Queue)
 
 
 class IngestServer:
@@ -103,13 +91,12 @@ class IngestServer:
         self._credit_unit = credit_unit  # credits go out in whole groups (see credits.py)
         self._ledger = CreditLedger(self._capacity, unit=credit_unit)
         self._lock = threading.Lock()
-        self._streams: dict[str, _StreamState] = {}
+        self._streams: dict[str, StreamState] = {}
         self._ids = itertools.count(1)
         self._counts: Counter[str] = Counter()
         self._rejected: Counter[str] = Counter()
-        servicer = _Servicer(self)
         self._grpc = grpc_util.GrpcServer(
-            [lambda s: register_lenient(servicer, s)],
+            [lambda s: register_lenient(self.stream, s)],
             host=host,
             port=port,
             max_workers=max_streams,
@@ -154,7 +141,7 @@ class IngestServer:
         with self._lock:
             streams = list(self._streams.values())
         for st in streams:
-            st.acks.put(_Abort(grpc.StatusCode.UNAVAILABLE, "ingest server is stopping"))
+            st.acks.put(Abort(grpc.StatusCode.UNAVAILABLE, "ingest server is stopping"))
 
     @property
     def address(self) -> str:
@@ -191,11 +178,11 @@ class IngestServer:
         if problem:  # not a hello, or bytes that are no TrajectoryBatch at all
             self._count("protocol_errors")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
-        st = _StreamState(f"s{next(self._ids)}", hello.hello.worker_id)
+        st = StreamState(f"s{next(self._ids)}", hello[0].hello.worker_id)
         with self._lock:
             self._streams[st.stream_id] = st
             self._counts["streams_total"] += 1
-        context.add_callback(lambda: st.acks.put(_END))
+        context.add_callback(lambda: st.acks.put(END))
         try:
             initial = self._ledger.open_stream(st.stream_id, st.worker_id)
             yield self._stamp(
@@ -205,22 +192,23 @@ class IngestServer:
                 target=self._read, args=(st, requests), name=f"ingest-{st.stream_id}", daemon=True
             )
             reader.start()
-            held = None  # an item taken from the queue while coalescing, not yet handled
             while True:
-                if held is not None:
-                    item, held = held, None
-                else:
-                    try:
-                        item = st.acks.get(timeout=_POLL_S)
-                    except queue.Empty:
-                        if not context.is_active():
-                            return
-                        continue
-                if item is _END:
+                try:
+                    item = st.acks.get(timeout=_POLL_S)
+                except queue.Empty:
+                    if not context.is_active():
+                        return
+                    continue
+                if item is END:
                     return
-                if isinstance(item, _Abort):
+                if isinstance(item, Abort):
                     context.abort(item.code, item.details)
-                item, held = coalesce_grants(item, st.acks)
+                if item is GRANT:  # grants that found no batch Ack to ride on (ingest_stream)
+                    k = st.take_pending()
+                    if not k:
+                        continue  # a batch Ack took them meanwhile
+                    item = trajectory_pb2.Ack(credits=k, learner_version=self._version_fn())
+                    self._count("credit_acks")
                 self._count("acks_sent")
                 yield self._stamp(item)
         finally:
@@ -228,51 +216,35 @@ class IngestServer:
                 self._streams.pop(st.stream_id, None)
             self._send_grants(self._ledger.close_stream(st.stream_id))
 
-    def _read(self, st: _StreamState, requests: Iterator) -> None:
-        """Reader thread: one Ack per batch into the stream's queue; ends the queue when done."""
+    def _read(self, st: StreamState, requests: Iterator) -> None:
+        """Reader thread: one Ack per batch into the stream's queue (carrying the credits
+        granted meanwhile); ends the queue when done."""
         try:
-            for batch in requests:
+            for received in requests:
                 if self._stopping:
                     break
-                if isinstance(batch, grpc_util.BadRequest):
+                if isinstance(received, grpc_util.BadRequest):
+                    problem = received.details
+                else:
+                    batch, size = received
+                    problem = batch_problem(batch)
+                if problem:
                     self._count("protocol_errors")
-                    st.acks.put(_Abort(grpc.StatusCode.INVALID_ARGUMENT, batch.details))
+                    st.acks.put(Abort(grpc.StatusCode.INVALID_ARGUMENT, problem))
                     return
-                if batch.HasField("hello"):
-                    self._count("protocol_errors")
-                    st.acks.put(
-                        _Abort(grpc.StatusCode.INVALID_ARGUMENT, "hello: only on the first message")
-                    )
-                    return
-                if batch.HasField("columns") and len(batch.trajectories):
-                    self._count("protocol_errors")
-                    st.acks.put(
-                        _Abort(
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "columns: a batch sets columns or trajectories, not both",
-                        )
-                    )
-                    return
-                if batch.batch_seq == 0:
-                    self._count("protocol_errors")
-                    st.acks.put(
-                        _Abort(
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "batch_seq: must be >= 1 on data batches",
-                        )
-                    )
-                    return
-                st.acks.put(self._handle_batch(st, batch))
+                st.begin_batch()  # grants from now on ride on this batch's Ack
+                st.end_batch(self._handle_batch(st, batch, size))
         except grpc.RpcError:
             pass  # the client went away or the server is stopping
         except Exception as exc:  # a bug must end this stream only, never the server
             log.exception("ingest stream %s failed", st.stream_id)
-            st.acks.put(_Abort(grpc.StatusCode.INTERNAL, f"ingest: {type(exc).__name__}: {exc}"))
+            st.acks.put(Abort(grpc.StatusCode.INTERNAL, f"ingest: {type(exc).__name__}: {exc}"))
         finally:
-            st.acks.put(_END)
+            st.idle()
+            st.acks.put(END)
 
     def _handle_batch(
-        self, st: _StreamState, batch: trajectory_pb2.TrajectoryBatch
+        self, st: StreamState, batch: trajectory_pb2.TrajectoryBatch, size: int
     ) -> trajectory_pb2.Ack:
         columns = batch.HasField("columns")  # the column form (wire_columns.py), else rows
         msgs = batch.trajectories
@@ -313,18 +285,14 @@ class IngestServer:
         ack.duplicate.extend(duplicate)
         with self._lock:
             self._counts["batches"] += 1
-            self._counts["bytes"] += batch.ByteSize()
+            self._counts["bytes"] += size
             self._counts["trajectories"] += n
             self._counts["accepted"] += len(accepted)
             self._counts["duplicate"] += len(duplicate)
-        for sid, k in self._ledger.release(st.worker_id, allowed - len(accepted)):
-            if sid == st.stream_id:
-                ack.credits += k
-            else:
-                self._send_grants([(sid, k)])
+        self._send_grants(self._ledger.release(st.worker_id, allowed - len(accepted)))
         return ack
 
-    def _admit(self, st: _StreamState, traj: Trajectory, version: int) -> tuple[str, str]:
+    def _admit(self, st: StreamState, traj: Trajectory, version: int) -> tuple[str, str]:
         """The buffer's verdict, told to the ledger (learner/accounting.py): an id that already
         has an outcome (e.g. rejected, then re-sent by a restarted worker) is a duplicate."""
         ledger = self.buffer.ledger
@@ -372,15 +340,15 @@ class IngestServer:
             self._prev_hook(worker_id, count)
 
     def _send_grants(self, grants: list[Grant]) -> None:
+        """Credits to each stream: they ride on a batch Ack when they can (`StreamState`)."""
         if not grants:
             return
-        version = self._version_fn()
         with self._lock:
-            for sid, k in grants:
-                st = self._streams.get(sid)
-                if st is not None and k > 0:
-                    st.acks.put(trajectory_pb2.Ack(batch_seq=0, credits=k, learner_version=version))
-                    self._counts["credit_acks"] += 1
+            streams = [(self._streams.get(sid), k) for sid, k in grants if k > 0]
+            self._counts["grants"] += len(streams)
+        for st, k in streams:
+            if st is not None:
+                st.add_grant(k)
 
     def _stamp(self, ack: trajectory_pb2.Ack) -> trajectory_pb2.Ack:
         ack.incarnation = self.incarnation
@@ -390,11 +358,3 @@ class IngestServer:
     def _count(self, key: str) -> None:
         with self._lock:
             self._counts[key] += 1
-
-
-class _Servicer(trajectory_pb2_grpc.TrajectoryServiceServicer):
-    def __init__(self, server: IngestServer):
-        self._server = server
-
-    def Stream(self, request_iterator, context):  # noqa: N802 (gRPC method name)
-        return self._server.stream(request_iterator, context)

@@ -25,6 +25,7 @@ __all__ = [
     "behavior_mismatch",
     "bounded_log_ratio",
     "entropy_from_logits",
+    "first_token_mean",
     "kl_penalty",
     "policy_gradient_loss",
     "ppo_clip_loss",
@@ -59,6 +60,20 @@ def _floats(**values: Tensor) -> dict[str, float]:
     """Scalar tensors -> Python floats with one device sync."""
     numbers = torch.stack([v.detach().float() for v in values.values()]).tolist()
     return dict(zip(values, numbers, strict=True))
+
+
+def first_token_mean(values: Tensor, mask: Tensor) -> Tensor:
+    """Mean of `values[:, 0]` over the rows whose first completion token is real (0 if none).
+
+    For `learner.first_token_entropy_coef`: the opening token is where a completion commits to
+    what it is about (the news feed's topic), so an entropy bonus there keeps that choice open
+    without paying for entropy in the wording, as a bonus on every token does.
+    """
+    _check_bt("values", values, mask)
+    if values.shape[1] == 0:
+        return values.sum()  # no completion token at all: 0, graph kept
+    first = mask[:, 0].bool()
+    return torch.where(first, values[:, 0], 0.0).sum() / first.sum().clamp(min=1)
 
 
 def aggregate(values: Tensor, mask: Tensor, mode: str = "token", norm_tokens: int = 0) -> Tensor:

@@ -3,12 +3,13 @@
 The run's final `checkpoint/` stays a plain Hugging Face directory; this is the other kind, in
 `<run_dir>/resume/`, for `rewardloop train --resume` and for a learner that Ray restarts inside
 the same run. One checkpoint is one directory `v<version>-s<step>/` holding `state.pt` (model
-and optimizer tensors, scheduler, RNG states, step metrics, accounting, the buffer's held
-trajectories and seen ids) and, written last, `COMPLETE` (JSON: the step, the version and the
-byte size of `state.pt`). The directory is built under a dot-prefixed temp name, fsynced and
-renamed into place, so a crash mid-write leaves either nothing or a directory that `latest()`
-skips: no `COMPLETE`, or a `state.pt` whose size is not the one `COMPLETE` names. The newest
-`keep` complete checkpoints stay; older ones and torn ones are removed on the next save.
+and optimizer tensors, scheduler, RNG states, the step count and newest step records,
+accounting, the buffer's held trajectories and recent seen ids: bounded, see durability.py)
+and, written last, `COMPLETE` (JSON: the step, the version and the byte size of `state.pt`).
+The directory is built under a dot-prefixed temp name, fsynced and renamed into place, so a
+crash mid-write leaves either nothing or a directory that `latest()` skips: no `COMPLETE`,
+or a `state.pt` whose size is not the one `COMPLETE` names. The newest `keep` complete
+checkpoints stay; older ones and torn ones are removed on the next save.
 
 `published.json` beside them is the high-water mark of the versions ever handed to workers
 (rewritten before each publish). A learner restored from an older checkpoint than the newest

@@ -30,6 +30,7 @@ from rewardloop.learner.durability import Checkpointer, restore_learner
 from rewardloop.learner.ingest_server import IngestServer
 from rewardloop.learner.live_metrics import LearnerMetrics
 from rewardloop.learner.resume_state import ResumeStore
+from rewardloop.learner.step_log import StepLog
 from rewardloop.learner.trainer import Trainer
 from rewardloop.learner.weight_server import WeightServer
 from rewardloop.trajectory import Trajectory
@@ -99,7 +100,8 @@ class LearnerService:
             else None
         )
         self._publish = publish
-        self.metrics: list[dict] = []
+        # len() = steps so far; only the newest records stay (metrics.jsonl has them all)
+        self.metrics = StepLog()
         self.error = ""
         self.done = threading.Event()
         self._stop = threading.Event()

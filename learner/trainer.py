@@ -11,6 +11,7 @@ grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss
 rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
 loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)   # pi_ref: a frozen copy, or
                                                  # with LoRA the base itself, adapter off
+loss      -= first_token_entropy_coef * mean_rows H(pi at the first completion token)
   backward(loss x the micro-batch's share of the whole batch's token / sequence mean)
 skip the step if the loss or the gradient norm is not finite (counted, with the reason)
 clip the gradient norm, Adam step          # repeated for algo.epochs(cfg) passes (ppo)
@@ -218,6 +219,10 @@ class Trainer:
             scaled = share * loss
             if self.cfg.entropy_coef:
                 scaled = scaled - self.cfg.entropy_coef * token_share * self._entropy(ent, part)
+            if self.cfg.first_token_entropy_coef:  # a share of the rows with a first token
+                first_share = float(part.mask[:, 0].sum()) / max(float(batch.mask[:, 0].sum()), 1)
+                first = losses.first_token_mean(ent, part.mask)
+                scaled = scaled - self.cfg.first_token_entropy_coef * first_share * first
             if not math.isfinite(float(scaled.detach())):
                 skip = "non-finite loss"
                 break
@@ -242,7 +247,8 @@ class Trainer:
 
     def _part_loss(self, part: TrainBatch, advantages: torch.Tensor):
         """(policy + kl_coef * KL on this slice, its log-probs, entropies, reference log-probs)."""
-        logprobs, entropy = self._logprobs(self.scorer, part, bool(self.cfg.entropy_coef))
+        entropy_grad = bool(self.cfg.entropy_coef or self.cfg.first_token_entropy_coef)
+        logprobs, entropy = self._logprobs(self.scorer, part, entropy_grad)
         loss = self._policy_loss(logprobs, part, advantages).loss
         ref = None
         if self.has_reference:
@@ -294,9 +300,13 @@ class Trainer:
                 loss = loss + self.cfg.kl_coef * kl
                 metrics["kl_ref"] = float(kl)
             entropy = self._entropy(torch.cat(entropies), whole)
-            loss = loss - self.cfg.entropy_coef * entropy
+            first = losses.first_token_mean(torch.cat(entropies), whole.mask)
+            loss = (
+                loss - self.cfg.entropy_coef * entropy - self.cfg.first_token_entropy_coef * first
+            )
         metrics.update(losses.behavior_mismatch(lp, whole.behavior_logprobs, whole.mask))
         metrics["entropy"] = float(entropy)
+        metrics["entropy_first"] = float(first)  # the opening token's (news feed: the topic)
         metrics["loss"] = float("nan") if skip else float(loss)
         metrics["completion_len"] = float(batch.mask.sum(1).mean())
         metrics["reward_mean"] = float(batch.rewards.mean())

@@ -56,7 +56,11 @@ def load_policy(
     model.float().eval()
     if model_cfg.lora_r:  # every holder of the policy wraps it the same way (rewardloop/lora.py)
         model = lora.wrap(
-            model, model_cfg.lora_r, model_cfg.lora_alpha, model_cfg.lora_target_modules
+            model,
+            model_cfg.lora_r,
+            model_cfg.lora_alpha,
+            model_cfg.lora_target_modules,
+            model_cfg.lora_embeddings,
         ).eval()
     return model, tokenizer, path
 

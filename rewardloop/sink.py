@@ -24,12 +24,16 @@ class SendResult:
     """Outcome of one `send()`: ids by verdict, with the learner's reason for each rejection.
 
     After a reconnect, trajectories the learner had already admitted come back as duplicates.
+    `answers` says who answered: one `(incarnation, learner_version, durable_version, ids)` per
+    Ack (trajectory.proto), so a spool keeps each id until that learner process has it in a
+    resume checkpoint (actors/spool.py); a sink without learner processes leaves it empty.
     """
 
     accepted: list[str] = field(default_factory=list)
     duplicate: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     learner_version: int = -1
+    answers: list[tuple[str, int, int, list[str]]] = field(default_factory=list)
 
     @property
     def n_accepted(self) -> int:

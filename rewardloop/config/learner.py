@@ -57,6 +57,9 @@ class LearnerConfig(_Section):
     exp(mean log ratio))."""
     scale_std: bool = True
     """GRPO: divide group-relative advantages by the group's std."""
+    rloo_scale_std: bool = False
+    """rloo: divide leave-one-out advantages by the group's std, as grpo's scale_std does. Not
+    a fix for the news feed's stuck reader: 7 of 10 seeds reached (bench/README.md, seeds)."""
     aggregation: str = "token"
     """Loss aggregation: token (mean over all tokens), sequence (mean of per-sequence means) or
     constant (sum / (B x norm_tokens), Dr. GRPO's; with scale_std=false that is Dr. GRPO)."""
@@ -74,6 +77,11 @@ class LearnerConfig(_Section):
     """KL estimator: k1 (log ratio), k2 (half its square) or k3 (GRPO's, the default)."""
     entropy_coef: float = 0.0
     """Entropy bonus weight."""
+    first_token_entropy_coef: float = 0.0
+    """Entropy bonus on the first completion token only (mean over completions), where a
+    completion commits to what it is about (the news feed's topic), not on the wording. Did not
+    free a stuck reader on the news feed (bench/README.md, seeds): 0.002 no effect, 0.01 spreads
+    the first token over non-headline tokens."""
     grad_clip: float = 1.0
     """Max global grad norm (0 = off)."""
     micro_batch_size: int = 0
@@ -171,6 +179,11 @@ class LearnerConfig(_Section):
         _require(self.is_level in IS_LEVELS, self.key("is_level"), one_of(IS_LEVELS))
         _require(self.aggregation in AGGREGATIONS, self.key("aggregation"), one_of(AGGREGATIONS))
         _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
+        _require(
+            self.first_token_entropy_coef >= 0,
+            self.key("first_token_entropy_coef"),
+            "must be >= 0 (0 = off)",
+        )
         _require(
             self.kl_estimator in KL_ESTIMATORS, self.key("kl_estimator"), one_of(KL_ESTIMATORS)
         )

@@ -42,6 +42,10 @@ class ModelConfig(_Section):
     lora_target_modules: str = "all-linear"
     """Modules that get an adapter: all-linear (every Linear but the output layer), auto
     (peft's per-architecture default: q_proj,v_proj or GPT-2's c_attn) or a comma list."""
+    lora_embeddings: bool = False
+    """With LoRA, also train the token embedding matrix in full (tied to the output layer when
+    the model ties them); a version then carries it too. The tiny default model learns with LoRA
+    only this way (examples/lora.yaml); costly for large vocabularies."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name_or_path), self.key("name_or_path"), "must not be empty")

@@ -86,8 +86,9 @@ class RolloutConfig(_Section):
     max_pending_groups: int = 0
     """Groups a worker may hold awaiting delayed rewards before it stops generating (0 = no bound)."""
     retain_acked: int = 4096
-    """Acked trajectories a worker keeps until the learner's resume checkpoint covers them, and
-    re-sends to a restarted learner (oldest forgotten first past this; 0 = keep none)."""
+    """Acked trajectories a worker keeps (in memory, and in its spool) until the learner's resume
+    checkpoint covers them, and re-sends to a restarted learner (oldest forgotten first past
+    this; 0 = keep none)."""
     max_restarts: int = 3
     """Times Ray restarts a rollout worker whose process died (SIGKILL, OOM); it re-sends what it
     had not got acked from its spool, and the run goes on meanwhile. Past this the run stops,

@@ -4,6 +4,7 @@ evaluates with its own reward (calls counted) and the reward it optimizes rises.
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from aiohttp import web
 from rewardloop.cli import main
 from rewardloop.config import load_config
 from rewardloop.feedback.sources.function_source import import_callable
+from rewardloop.learner.accounting import read_audit
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "reviews" / "reviews.yaml"
@@ -66,17 +68,26 @@ def test_the_readme_example_learns_the_function_reward(
 
 
 class _ReviewService:
-    """The example's reward as an HTTP reward service (the documented contract), counting calls."""
+    """The example's reward as an HTTP reward service (the documented contract), counting calls
+    and recording the id of every item it scored (items[].id: the trajectory id in training)."""
 
     def __init__(self):
         self.calls = 0
         self.items = 0
+        self.ids: collections.Counter[str] = collections.Counter()
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.calls += 1
         self.items += len(body["items"])
+        self.ids.update(i["id"] for i in body["items"])
         return web.json_response({"rewards": [sentiment(i["completion"]) for i in body["items"]]})
+
+
+def _trained_ids(out: Path) -> collections.Counter[str]:
+    """Trained ids as the learner's audit has them (an id trained twice counts twice)."""
+    lines = read_audit(out / "audit" / "learner.jsonl")
+    return collections.Counter(r["id"] for r in lines if r["outcome"] == "trained")
 
 
 @pytest.mark.slow
@@ -102,7 +113,20 @@ def test_a_prompt_file_with_an_http_reward_service_learns_it(model_cache, ray_lo
     ev = summary["eval"]
     assert ev["metric"] == "reward" and "audience" not in ev
     assert ev["end"] >= ev["start"] + 0.25, ev
-    # training and evaluation both asked the service; evaluation's own calls are counted
+    # training and evaluation both asked the service; evaluation's own calls are counted, once
+    # each (summary.json sums the evaluations' own figures)
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    evals = [e for e in evals if e.get("event") == "eval"]
+    assert ev["reward_calls"]["items"] == sum(e["samples"] for e in evals)
+    assert ev["reward_calls"]["items"] == sum(
+        n for i, n in service.ids.items() if i.startswith("eval-")
+    )
     assert 2 <= ev["reward_calls"]["calls"] < service.calls
-    assert ev["reward_calls"]["items"] < service.items
-    assert summary["trajectories"] <= service.items
+    # every trained trajectory was scored by the service, and none was trained twice
+    trained = _trained_ids(tmp_path)
+    assert trained and max(trained.values()) == 1, trained.most_common(3)
+    assert not set(trained) - set(service.ids), sorted(set(trained) - set(service.ids))[:5]
+    assert ev["reward_calls"]["items"] + sum(trained.values()) <= service.items
+    acc = summary["accounting"]
+    assert acc["trained"] == len(trained) and acc["lost"] == 0, acc
+    assert acc["outcome_conflicts"] == 0, acc

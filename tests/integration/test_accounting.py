@@ -43,6 +43,7 @@ def test_each_id_gets_one_outcome_and_one_audit_line(tmp_path):
         "rejected": 1,
         "duplicates_ignored": 2,
         "conflicts": 1,
+        "maybe_duplicates": 0,
         "taken": 0,
     }
     lines = read_audit(tmp_path / "learner.jsonl")

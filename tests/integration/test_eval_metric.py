@@ -60,6 +60,22 @@ def test_a_function_reward_is_the_metric_and_the_audience_is_reported_beside_it(
     assert 0 <= audience["mean"] <= 1
 
 
+def test_each_evaluation_reports_its_own_reward_calls_and_the_summary_sums_them(model_cache):
+    from rewardloop import run_summary
+
+    overrides = ["reward.kind=function", f"reward.function={HERE}:word_count"]
+    cfg = load_config(None, [f"model.cache_dir={model_cache}", *FAST, *overrides])
+    evaluator = Evaluator(cfg)
+    try:
+        evals = [evaluator() for _ in range(3)]
+    finally:
+        evaluator.close()
+    assert [e["reward_calls"]["calls"] for e in evals] == [1, 1, 1]  # not a running total
+    section = run_summary.eval_section(evals, [])
+    assert section["reward_calls"]["calls"] == 3
+    assert section["reward_calls"]["items"] == sum(e["samples"] for e in evals)
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

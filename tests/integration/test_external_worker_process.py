@@ -99,7 +99,8 @@ class StopsLearnerOnFirstScore:
 
 def test_worker_follows_the_learner_to_a_new_address(learner):
     cfg, old_ingest, weights, _ = learner
-    buffer = TrajectoryBuffer(capacity=2 * cfg.rollout.group_size, max_staleness=4)
+    # room for both generations: the first one's (handed over) and the second's
+    buffer = TrajectoryBuffer(capacity=8 * cfg.rollout.group_size, max_staleness=4)
     new_ingest = IngestServer(
         buffer, lambda: 0, credit_unit=cfg.rollout.group_size, security=ServerSecurity(TOKEN)
     )
@@ -120,6 +121,11 @@ def test_worker_follows_the_learner_to_a_new_address(learner):
     assert asked == [old_ingest.address, new_ingest.address], seen
     assert counters["stopped"] == "max_generations" and counters["generations"] == 2, seen
     assert counters["learner"] == new_ingest.address and len(buffer) > 0, seen
+    # the first generation's send failed at the old address: the old client's unsent
+    # trajectories went on to the new one, so every trajectory is admitted once or still held
+    held = buffer.held_ids()
+    assert len(held) + counters["unsent"] == counters["trajectories"], seen
+    assert new_ingest.stats().get("duplicate", 0) == 0 and counters["carried"] > 0, seen
 
 
 def test_worker_process_stops_cleanly_on_sigterm(learner, model_cache, tmp_path):

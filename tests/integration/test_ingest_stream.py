@@ -6,7 +6,6 @@ restarting the server is in test_ingest_lifecycle.py.
 
 from __future__ import annotations
 
-import queue
 import struct
 import threading
 import time
@@ -16,8 +15,6 @@ import pytest
 from ingest_testutil import VOCAB, RawStream, started_learner, traj, wait_until
 
 from rewardloop.actors.trajectory_client import TrajectoryClient
-from rewardloop.learner.ingest_protocol import coalesce_grants as _coalesce
-from rewardloop.learner.ingest_server import _END
 from rewardloop.pb import trajectory_pb2
 from rewardloop.wire import trajectory_to_proto
 
@@ -162,22 +159,25 @@ def test_malformed_bytes_in_a_batch_are_rejected_alone(learner):
         assert client.send([traj("after")]).accepted == ["after"]
 
 
-def test_queued_credit_grants_fold_into_one_ack():
-    acks: queue.Queue = queue.Queue()
-    batch_ack = trajectory_pb2.Ack(batch_seq=7, accepted=["a"], credits=1, learner_version=3)
-    for k in (2, 5):
-        acks.put(trajectory_pb2.Ack(batch_seq=0, credits=k, learner_version=4))
-    later = trajectory_pb2.Ack(batch_seq=8, accepted=["b"])
-    acks.put(later)
-    merged, held = _coalesce(batch_ack, acks)
-    assert merged.batch_seq == 7 and merged.credits == 8 and merged.learner_version == 4
-    assert held is later and acks.empty()  # two batch answers never merge
-    # A grant folds into the batch answer that follows it; nothing else is consumed.
-    acks.put(trajectory_pb2.Ack(batch_seq=9, accepted=["c"], credits=0))
-    acks.put(_END)
-    merged, held = _coalesce(trajectory_pb2.Ack(batch_seq=0, credits=4), acks)
-    assert merged.batch_seq == 9 and list(merged.accepted) == ["c"] and merged.credits == 4
-    assert held is _END
+def test_grants_reach_a_worker_that_holds_credits_and_sends_nothing(learner):
+    """A worker keeping credits for groups that await rewards sends nothing while it waits for
+    more: the server must push the grant on its own, not hold it for the next batch's Ack."""
+    buffer, _, server = learner
+    raw = RawStream(server.address)
+    try:
+        raw.send(trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id="w1")))
+        assert raw.next_ack().credits == 4
+        rows = [trajectory_to_proto(traj(f"r{i}", group="g2", group_size=2)) for i in range(2)]
+        raw.send(trajectory_pb2.TrajectoryBatch(batch_seq=1, trajectories=rows))
+        ack = raw.next_ack()
+        assert list(ack.accepted) == ["r0", "r1"] and ack.credits == 0  # 2 credits still held
+        assert len(buffer.take_groups(1, 0, timeout_s=5.0)) == 1  # the learner frees 2
+        grant = raw.next_ack()  # nothing was sent since: this comes unasked
+        assert grant.batch_seq == 0 and grant.credits == 2
+        stats = server.stats()
+        assert stats["credit_acks"] == 1 and stats["grants"] == 1
+    finally:
+        raw.close()
 
 
 def test_missing_hello_aborts_with_invalid_argument(learner):
@@ -230,7 +230,10 @@ def test_credits_shared_between_two_workers(learner):
             target=lambda: (out.append(c2.send([traj("b1"), traj("b2")])), done.set())
         )
         t.start()
-        assert not done.wait(0.3)
+        # the learner must know w2's stream before it releases credits, or they all go back
+        # to w1 (the only stream then) and w2 waits in vain (a race on a loaded machine)
+        wait_until(lambda: server.stats()["credits"]["streams"] == 2, 10.0, "w2's stream")
+        assert not done.is_set()
         assert len(buffer) == 3 and c2.credits == 0
         # Released credits go to the stream using the least: w2 gets 2 of w1's 3.
         assert buffer.take_groups(3, current_version=0, timeout_s=5.0) is not None

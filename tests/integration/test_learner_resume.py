@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from run_testutil import execute_with_fault
 
 from rewardloop.cluster.resume import resume_root
 from rewardloop.config import load_config
@@ -78,19 +79,7 @@ def test_a_learner_killed_mid_run_is_restarted_and_loses_nothing(
             done.wait(0.2)
 
     killer = threading.Thread(target=kill_at_step_6, daemon=True)
-    try:
-        run.prepare()
-        run.connect()
-        run.launch()
-        killer.start()
-        run.watch()
-        run.stop()
-        run.save()
-        summary = run.finish()
-    finally:
-        done.set()
-        run.stop()
-        run.close()
+    summary = execute_with_fault(run, killer, done)
     assert killed, "the learner was never killed"
     assert summary["error"] == "" and summary["steps"] == 14
     (restart,) = summary["learner_restarts"]

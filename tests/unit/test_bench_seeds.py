@@ -89,3 +89,24 @@ def test_summary_counts_runs_that_never_started_apart(tmp_path):
     assert s["reached"] == "1/2" and s["failed_seeds"] == [1]
     assert s["never_started_seeds"] == [2]
     assert s["steps_to_target"]["median"] == 300
+
+
+def test_a_run_that_crashed_before_its_first_step_is_run_again(tmp_path, monkeypatch):
+    """A worker that dies at start leaves metrics.jsonl with only the step-0 eval: that is not
+    a learning failure (0 steps done), so the seed is run again; one that trained is kept."""
+    attempts = []
+
+    def train_once(seed, algorithm, overrides, out, timeout_s):
+        attempts.append(out)
+        steps = 0 if len(attempts) == 1 else 40
+        write_run(out, [(0, {"alice": 0.3, "bob": 0.3})], steps, {"alice": 0.3, "bob": 0.3})
+        res = {"seed": seed, **seeds.read_run(out)}
+        if steps == 0:
+            res["error"] = "rollout worker failed"
+        return res
+
+    monkeypatch.setattr(seeds, "_train_once", train_once)
+    r = seeds.run_seed(2, "ppo", [], tmp_path / "run", 60.0, retries=2)
+    assert len(attempts) == 2 and r["attempts"] == 2
+    assert r["steps_done"] == 40 and "error" not in r
+    assert r["end"]["entropy_first"] is None  # runs written before the metric existed

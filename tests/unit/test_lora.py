@@ -39,10 +39,10 @@ def base_dir(tmp_path):
     return tmp_path / "base"
 
 
-def wrapped(base_dir, r=4, modules="all-linear", seed=0):
+def wrapped(base_dir, r=4, modules="all-linear", seed=0, embeddings=False):
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    return lora.wrap(model, r, 16.0, modules).eval()
+    return lora.wrap(model, r, 16.0, modules, embeddings).eval()
 
 
 def p_good(model) -> float:
@@ -98,18 +98,21 @@ def test_lora_learns_by_changing_only_the_adapter_and_its_kl_reference_is_the_ba
         assert p_good(model) == pytest.approx(start, abs=1e-6)
 
 
-def test_a_version_is_the_adapter_only_and_a_worker_applies_it_onto_its_base(base_dir):
-    learner = wrapped(base_dir, seed=0)
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_a_version_is_the_adapter_only_and_a_worker_applies_it_onto_its_base(base_dir, embeddings):
+    learner = wrapped(base_dir, seed=0, embeddings=embeddings)
     trainer = Trainer(learner, LearnerConfig(lr=5e-2), pad_id=PAD)
     for step in range(3):
         trainer.step(rollout(learner, trainer.version, seed=step))
     state = trainer.publish_state()
-    assert state and all(".lora_" in k for k in state)
+    # with embeddings the tied matrix goes once, under its input name
+    extra = {"base_model.model.transformer.wte.weight"} if embeddings else set()
+    assert state and {k for k in state if ".lora_" not in k} == extra
     adapter, full = lora.state_bytes(state), lora.full_weight_bytes(learner)
     plain = AutoModelForCausalLM.from_pretrained(base_dir)
     assert full == lora.state_bytes(plain.state_dict())  # what a full version would carry
     assert adapter < full / 2, (adapter, full)
-    worker = wrapped(base_dir, seed=123)  # its own random lora_A: differs until it loads
+    worker = wrapped(base_dir, seed=123, embeddings=embeddings)  # own lora_A: differs until loaded
     x = torch.tensor([PROMPT + [GOOD, 9]])
     with torch.no_grad():
         want = learner(input_ids=x).logits
@@ -121,13 +124,14 @@ def test_a_version_is_the_adapter_only_and_a_worker_applies_it_onto_its_base(bas
     with pytest.raises(ConfigError, match="model.lora_r"):  # a worker without the adapter
         lora.load_weights(AutoModelForCausalLM.from_pretrained(base_dir), state)
     full_state = trainer.state_dict_cpu()  # the full path (resume) still loads strictly
-    lora.load_weights(wrapped(base_dir, seed=5), full_state)
+    lora.load_weights(wrapped(base_dir, seed=5, embeddings=embeddings), full_state)
 
 
+@pytest.mark.parametrize("embeddings", [False, True])  # True: the tied embedding trained too
 def test_the_checkpoint_loads_merged_with_transformers_and_as_an_adapter_with_peft(
-    base_dir, tmp_path
+    base_dir, tmp_path, embeddings
 ):
-    model = wrapped(base_dir)
+    model = wrapped(base_dir, embeddings=embeddings)
     trainer = Trainer(model, LearnerConfig(lr=5e-2), pad_id=PAD)
     for step in range(3):
         trainer.step(rollout(model, trainer.version, seed=step))

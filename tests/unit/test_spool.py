@@ -124,3 +124,55 @@ def test_a_sigkilled_writer_leaves_every_unacked_trajectory_readable(tmp_path):
     assert "t10000" in read_journal(tmp_path / "w")["sent"]
     for line in (tmp_path / "w" / JOURNAL).read_bytes().splitlines()[:-2]:
         json.loads(line)  # only the torn line (if any) is unreadable
+
+
+def test_answered_ids_are_held_until_that_learner_process_says_they_are_durable(tmp_path):
+    spool = Spool(tmp_path / "w", segment_trajectories=2)
+    spool.append([_traj(i) for i in range(6)])
+    spool.answered(["t0", "t1", "t2", "t3"], "a", 5)
+    spool.durable("a", 5)  # a checkpoint at 5 covers answers below 5 only
+    spool.durable("b", 9)  # another process's checkpoint covers nothing "a" answered
+    assert spool.unacked_ids == [f"t{i}" for i in range(6)]
+    assert spool.orphans("a") == [] and spool.orphans("b") == ["t0", "t1", "t2", "t3"]
+    spool.close()
+    again = Spool(tmp_path / "w", segment_trajectories=2)  # a restarted worker
+    assert [t.id for t in again.unacked()] == [f"t{i}" for i in range(6)]  # all re-sent
+    assert again.stats["found_answered"] == 4
+    again.answered(["t0", "t1"], "a", 7)  # re-sent to the same process: its first answer counts
+    assert again.durable("a", 6) == 4  # t0..t3, answered at 5
+    assert again.unacked_ids == ["t4", "t5"] and len(list((tmp_path / "w").glob("seg-*"))) == 1
+    journal = read_journal(tmp_path / "w")
+    assert journal["durable"] == {"a": 6, "b": 9} and journal["acked"] == {"t0", "t1", "t2", "t3"}
+    assert set(journal["answers"]) == {"t0", "t1", "t2", "t3"}
+
+
+def test_an_answer_without_a_learner_process_is_final_and_retain_bounds_the_rest(tmp_path):
+    spool = Spool(tmp_path / "w", segment_trajectories=4, retain_acked=3)
+    spool.append([_traj(i) for i in range(8)])
+    spool.answered(["t0"], "", 0)  # a sink that names no learner process: done now
+    spool.answered(["t1", "t2", "t3", "t4", "t5"], "a", 0)  # more than retain_acked = 3
+    assert spool.stats["released"] == 2 and spool.answered_held == 3
+    assert spool.unacked_ids == ["t3", "t4", "t5", "t6", "t7"]  # the oldest answered went
+    assert read_journal(tmp_path / "w")["released"] == {"t1", "t2"}
+    spool.close()
+    assert Spool(tmp_path / "w").unacked_ids == ["t3", "t4", "t5", "t6", "t7"]
+
+
+def test_a_long_run_keeps_the_spool_flat_as_checkpoints_go_by(tmp_path):
+    """6,000 trajectories, 30 a step, a learner checkpoint every 5 steps: the payloads on disk
+    stay within one checkpoint interval's worth plus two segments, however long it runs."""
+    spool = Spool(tmp_path / "w", segment_trajectories=64)
+    peak_segments, peak_bytes = 0, 0
+    for step in range(200):
+        trajs = [_traj(step * 30 + k) for k in range(30)]
+        spool.append(trajs)
+        spool.answered([t.id for t in trajs], "a", step)  # answered at version `step`
+        if step % 5 == 4:
+            spool.durable("a", step + 1)  # the checkpoint after this step
+        disk = spool.disk_bytes()
+        peak_segments = max(peak_segments, disk["segments"])
+        peak_bytes = max(peak_bytes, disk["segment_bytes"])
+        assert spool.answered_held <= 5 * 30
+    assert peak_segments <= -(-5 * 30 // 64) + 2  # 5 segments of 64
+    assert spool.stats["durable"] == 6000 and spool.stats["released"] == 0
+    assert peak_bytes < 5 * 64 * 400  # about 300 bytes a trajectory here
