@@ -89,7 +89,7 @@ class IngestServer:
         self._max_tokens = max_trajectory_tokens
         self._capacity = capacity or buffer.capacity
         self._credit_unit = credit_unit  # credits go out in whole groups (see credits.py)
-        self._ledger = CreditLedger(self._capacity, unit=credit_unit)
+        self._credits = CreditLedger(self._capacity, unit=credit_unit)
         self._lock = threading.Lock()
         self._streams: dict[str, StreamState] = {}
         self._ids = itertools.count(1)
@@ -116,7 +116,7 @@ class IngestServer:
         if self._grpc.started:
             raise RuntimeError("IngestServer already started")
         self._stopping = False
-        self._ledger = CreditLedger(
+        self._credits = CreditLedger(
             self._capacity, held=self.buffer.held_by_worker(), unit=self._credit_unit
         )
         self._prev_hook = self.buffer.on_release
@@ -158,7 +158,7 @@ class IngestServer:
             out["rejected"] = dict(self._rejected)
             out["rejected_total"] = sum(self._rejected.values())
             out["streams_open"] = len(self._streams)
-        out["credits"] = self._ledger.snapshot()
+        out["credits"] = self._credits.snapshot()
         out["accounting"] = self.buffer.ledger.counts()
         out["streams_refused_busy"] = self._grpc.busy_refused
         out["unauthenticated"] = self._grpc.unauthenticated
@@ -184,7 +184,7 @@ class IngestServer:
             self._counts["streams_total"] += 1
         context.add_callback(lambda: st.acks.put(END))
         try:
-            initial = self._ledger.open_stream(st.stream_id, st.worker_id)
+            initial = self._credits.open_stream(st.stream_id, st.worker_id)
             yield self._stamp(
                 trajectory_pb2.Ack(batch_seq=0, credits=initial, learner_version=self._version_fn())
             )
@@ -214,7 +214,7 @@ class IngestServer:
         finally:
             with self._lock:
                 self._streams.pop(st.stream_id, None)
-            self._send_grants(self._ledger.close_stream(st.stream_id))
+            self._send_grants(self._credits.close_stream(st.stream_id))
 
     def _read(self, st: StreamState, requests: Iterator) -> None:
         """Reader thread: one Ack per batch into the stream's queue (carrying the credits
@@ -249,7 +249,7 @@ class IngestServer:
         columns = batch.HasField("columns")  # the column form (wire_columns.py), else rows
         msgs = batch.trajectories
         n = len(batch.columns.id) if columns else len(msgs)
-        allowed = self._ledger.consume(st.stream_id, n)  # <= n
+        allowed = self._credits.consume(st.stream_id, n)  # <= n
         version = self._version_fn()
         ack = trajectory_pb2.Ack(batch_seq=batch.batch_seq, learner_version=version)
         # The whole batch is decoded and validated at once (a few numpy calls, see wire.py and
@@ -289,7 +289,7 @@ class IngestServer:
             self._counts["trajectories"] += n
             self._counts["accepted"] += len(accepted)
             self._counts["duplicate"] += len(duplicate)
-        self._send_grants(self._ledger.release(st.worker_id, allowed - len(accepted)))
+        self._send_grants(self._credits.release(st.worker_id, allowed - len(accepted)))
         return ack
 
     def _admit(self, st: StreamState, traj: Trajectory, version: int) -> tuple[str, str]:
@@ -328,14 +328,14 @@ class IngestServer:
 
     def hold_credits(self) -> None:
         """Grant nothing until `resume_credits` (the learner trains a strictly on-policy step)."""
-        self._ledger.pause()
+        self._credits.pause()
 
     def resume_credits(self) -> None:
         """Grant what was released while held (the new version is published)."""
-        self._send_grants(self._ledger.resume())
+        self._send_grants(self._credits.resume())
 
     def _on_release(self, worker_id: str, count: int) -> None:
-        self._send_grants(self._ledger.release(worker_id, count))
+        self._send_grants(self._credits.release(worker_id, count))
         if self._prev_hook is not None:
             self._prev_hook(worker_id, count)
 
