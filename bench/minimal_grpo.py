@@ -15,7 +15,8 @@ when every reader reaches the target.
     python -m rewardloop.bench.minimal_grpo --max-steps 400 --json
 
 Tuning notes (defaults below): Adam lr 5e-4 with a 10-step warm-up reached 0.85 for every reader
-in 270-290 steps on 4 of 4 seeds; lr >= 7e-4 without KL sometimes collapses (one topic for every
+in 270-290 steps on 4 of 4 seeds when each evaluation drew fresh samples, 300-330 steps with the
+shared, seeded `evaluate_policy` the e2e bench now uses for all three systems; lr >= 7e-4 without KL sometimes collapses (one topic for every
 reader, or degenerate text); lr 1e-3 needs --kl-coef 0.05 and is then less predictable
 (190-390 steps).
 """
