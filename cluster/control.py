@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from rewardloop.auth import bearer, is_loopback
 from rewardloop.errors import ConfigError
+from rewardloop.metrics import stop_threaded_server
 
 MAX_BODY = 4096
 SOCKET_TIMEOUT_S = 10.0
@@ -120,9 +121,7 @@ class ControlServer:
         self.requests.closing = True
         if self._httpd is None:
             return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5.0)
+        stop_threaded_server(self._httpd, self._thread)
         self._httpd = self._thread = None
 
     def authorized(self, header: str | None) -> bool:

@@ -89,10 +89,16 @@ class MetricsServer:
         """Stop serving and close the socket; safe to call twice or before start()."""
         if self._httpd is None:
             return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5.0)
+        stop_threaded_server(self._httpd, self._thread)
         self._httpd = self._thread = None
+
+
+def stop_threaded_server(httpd, thread) -> None:
+    """Stop a stdlib HTTP server serving on `thread`: calls in progress finish, the socket is
+    closed, and the thread is waited for (bounded)."""
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=5.0)
 
 
 class ScrapeError(Exception):
