@@ -47,6 +47,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from rewardloop.learner.recent_ids import RecentIds
+from rewardloop.run_outputs import read_records
 from rewardloop.trajectory import Trajectory
 
 OUTCOMES = ("trained", "stale", "expired", "rejected")
@@ -273,15 +274,6 @@ def _line(tid: str, outcome: str, worker: str, version: int | None, **extra) -> 
 
 
 def read_audit(path: str | Path) -> list[dict]:
-    """The audit's lines (a torn last line, from a kill mid-write, is skipped)."""
-    out = []
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return out
-    for raw in text.splitlines():
-        try:
-            out.append(json.loads(raw))
-        except ValueError:
-            continue
-    return out
+    """The audit's lines (a torn last line, from a kill mid-write, is skipped): JSONL like
+    metrics.jsonl, read by the same reader."""
+    return read_records(path)

@@ -27,7 +27,7 @@ class MetricsLog:
 def read_records(path: Path) -> list[dict]:
     """The lines of a metrics.jsonl ([] when absent; a torn last line is skipped)."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         return []
     out = []
