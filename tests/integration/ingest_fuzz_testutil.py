@@ -7,9 +7,19 @@ from __future__ import annotations
 import itertools
 
 import grpc
-from grpc_fuzz_testutil import TOKEN, RawStream, bad_fields, new_channel, report, serving, wait_for
-from ingest_testutil import VOCAB, Version
+from grpc_fuzz_testutil import (
+    COUNTS,
+    TOKEN,
+    RawStream,
+    bad_fields,
+    new_channel,
+    report,
+    serving,
+    wait_for,
+)
+from ingest_testutil import VOCAB, Version, traj
 
+from rewardloop.actors.trajectory_client import TrajectoryClient
 from rewardloop.auth import ServerSecurity
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.ingest_server import IngestServer
@@ -75,3 +85,14 @@ def open_stream(server, need: int = 1) -> RawStream:
         assert isinstance(ack, trajectory_pb2.Ack) and ack.batch_seq == 0, ack
         credits += ack.credits
     return raw
+
+
+def a_good_client_gets_through(ingest) -> list[str]:
+    """The real worker client sends 3 good trajectories after the fuzzing; all are accepted.
+    Returns their ids (the caller adds them to what the buffer must hold)."""
+    good = [traj(f"good{i}-{next(IDS)}", version=VERSION) for i in range(3)]
+    with TrajectoryClient(ingest.address, WORKER, timeout_s=10.0, token=TOKEN) as client:
+        result = client.send(good)
+    COUNTS["ingest"] += 1
+    assert sorted(result.accepted) == sorted(t.id for t in good) and not result.rejected
+    return list(result.accepted)

@@ -17,7 +17,7 @@ import random
 
 import numpy as np
 import pytest
-from grpc_fuzz_testutil import BAD_CODES, COUNTS, SCALE, TOKEN, bad_fields, budget, mutate
+from grpc_fuzz_testutil import BAD_CODES, SCALE, bad_fields, budget, mutate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ingest_fuzz_testutil import (
@@ -29,12 +29,12 @@ from ingest_fuzz_testutil import (
     VERSION,
     WORKER,
     RawStream,
+    a_good_client_gets_through,
     open_stream,
     serve,
 )
 from ingest_testutil import VOCAB, traj
 
-from rewardloop.actors.trajectory_client import TrajectoryClient
 from rewardloop.pb import feedback_pb2, trajectory_pb2, weights_pb2
 from rewardloop.wire import pack_ids, pack_logprobs, trajectory_to_proto
 
@@ -230,9 +230,4 @@ def test_random_bytes_before_and_after_the_hello(ingest):
 
 def test_a_good_client_still_gets_through(ingest):
     """After all of the above (pytest runs this file top to bottom), the real worker client."""
-    good = [traj(f"good{i}-{next(IDS)}", version=VERSION) for i in range(3)]
-    with TrajectoryClient(ingest.address, WORKER, timeout_s=10.0, token=TOKEN) as client:
-        result = client.send(good)
-    COUNTS["ingest"] += 1
-    assert sorted(result.accepted) == sorted(t.id for t in good) and not result.rejected
-    ACCEPTED.update(result.accepted)
+    ACCEPTED.update(a_good_client_gets_through(ingest))

@@ -15,7 +15,7 @@ import socket
 
 import grpc
 import pytest
-from grpc_fuzz_testutil import COUNTS, TOKEN, RawStream, new_channel, serving, wait_for
+from grpc_fuzz_testutil import COUNTS, RawStream, new_channel, serving, wait_for
 from ingest_fuzz_testutil import (
     BAD,
     HELLO,
@@ -23,11 +23,11 @@ from ingest_fuzz_testutil import (
     MAX_STREAMS,
     VERSION,
     WORKER,
+    a_good_client_gets_through,
     serve,
 )
 from ingest_testutil import traj
 
-from rewardloop.actors.trajectory_client import TrajectoryClient
 from rewardloop.pb import trajectory_pb2
 from rewardloop.wire import pack_ids, pack_logprobs, trajectory_to_proto
 
@@ -176,9 +176,4 @@ def test_streams_dropped_mid_message_leave_nothing_behind(ingest):
 
 def test_a_good_client_still_gets_through(ingest):
     """After all of the above (pytest runs this file top to bottom), the real worker client."""
-    good = [traj(f"good{i}-{next(IDS)}", version=VERSION) for i in range(3)]
-    with TrajectoryClient(ingest.address, WORKER, timeout_s=10.0, token=TOKEN) as client:
-        result = client.send(good)
-    COUNTS["ingest"] += 1
-    assert sorted(result.accepted) == sorted(t.id for t in good) and not result.rejected
-    ACCEPTED.update(result.accepted)
+    ACCEPTED.update(a_good_client_gets_through(ingest))
