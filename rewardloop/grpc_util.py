@@ -6,7 +6,7 @@ health with an `auth.ServerSecurity`), `grpc.health.v1` answering SERVING for
 "" and each named service, and a graceful stop that reports NOT_SERVING before it stops taking
 calls. Clients build their channels here too, so that message-size limits and keepalive
 settings agree on both ends, and a `grpc.RpcError` becomes a `rewardloop.errors` class (and
-back) in one way.
+back, `answer_unary` for a servicer's calls) in one way.
 """
 
 from __future__ import annotations
@@ -317,6 +317,28 @@ def lenient_deserializer(cls) -> Callable[[bytes], object]:
 def abort_with(context: grpc.ServicerContext, exc: BaseException) -> None:
     """Abort the current RPC with the status code `rewardloop.errors` assigns to `exc`."""
     context.abort(grpc_status(exc), str(exc))
+
+
+def answer_unary(
+    context: grpc.ServicerContext,
+    fn: Callable[[], object],
+    *,
+    log,
+    what: str,
+    count: Callable[[BaseException], None] | None = None,
+):
+    """`fn()`, the answer of a unary call. A RewardLoopError aborts with its status code and
+    message; anything else is a bug: logged (`what`) and answered INTERNAL naming only its type,
+    and the server lives on. `count` sees every error first."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
+        if count is not None:
+            count(exc)
+        if isinstance(exc, RewardLoopError):
+            abort_with(context, exc)
+        log.exception(what)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
 def error_from_rpc(exc: grpc.RpcError, what: str = "rpc") -> RewardLoopError:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import logging
 
-import grpc
-
 from rewardloop import grpc_util
 from rewardloop.auth import ServerSecurity
-from rewardloop.errors import RewardLoopError, grpc_status
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -26,7 +23,7 @@ class LiveFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         self.core = core
 
     def SubmitRating(self, request, context):
-        try:
+        def call():
             res = self.core.feedback(
                 request.item_id,
                 None if request.stars else float(request.value),
@@ -37,11 +34,8 @@ class LiveFeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             return feedback_pb2.SubmitRatingResponse(
                 stored=res["stored"], duplicate=res["duplicate"]
             )
-        except RewardLoopError as exc:
-            context.abort(grpc_status(exc), str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
-            log.exception("serve: gRPC feedback failed")
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+        return grpc_util.answer_unary(context, call, log=log, what="serve: gRPC feedback failed")
 
 
 def feedback_server(core, host: str, port: int, token: str = "") -> grpc_util.GrpcServer:

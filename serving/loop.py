@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rewardloop.errors import NotFound
 from rewardloop.learner.single_response import SingleResponseLearner
+from rewardloop.periodic import Periodic
 from rewardloop.trajectory import Trajectory
 
 from .canary import CanaryRouter, Decision
@@ -65,11 +66,9 @@ class LiveLoop:
         self.states: OrderedDict[int, dict] = OrderedDict()
         self.states[learner.version] = learner.trainer.state_dict_cpu()
         self.steps: list[dict] = []
-        self.errors = 0
         self._recent_live: list[set[int]] = []
         self.lock = threading.RLock()  # ticks and operator commands never interleave
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._ticker: Periodic | None = None
 
     # ---- one tick ---------------------------------------------------------------------------
 
@@ -210,18 +209,13 @@ class LiveLoop:
     # ---- the thread -------------------------------------------------------------------------
 
     def start(self, period_s: float = 0.5) -> None:
-        self._thread = threading.Thread(target=self._run, args=(period_s,), daemon=True)
-        self._thread.start()
+        self._ticker = Periodic(self.tick, period_s, what="serve loop: tick", log=log).start()
 
-    def _run(self, period_s: float) -> None:
-        while not self._stop.wait(period_s):
-            try:
-                self.tick()
-            except Exception:  # noqa: BLE001 - logged and counted; the next tick tries again
-                self.errors += 1
-                log.exception("serve loop: tick failed")
+    @property
+    def errors(self) -> int:
+        """Ticks that raised (logged; the next tick tries again)."""
+        return self._ticker.errors if self._ticker is not None else 0
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        if self._ticker is not None:
+            self._ticker.stop(timeout_s)

@@ -28,6 +28,7 @@ import time
 from aiohttp import web
 
 from rewardloop.aiohttp_thread import ThreadedHttpApp
+from rewardloop.auth import bearer
 from rewardloop.errors import (
     InvalidInput,
     NotFound,
@@ -120,8 +121,7 @@ class OpenAIServer(ThreadedHttpApp):
     def _check_key(self, request: web.Request, keys: list[str]) -> None:
         if not keys:
             return
-        auth = request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        given = bearer(request.headers.get("Authorization")) or ""
         if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
             self.counts["unauthenticated"] += 1
             raise Unauthenticated("Authorization: a valid `Bearer <api key>` is needed")

@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rewardloop.durable_db import open_wal, transaction
+from rewardloop.durable_db import WalStore
 from rewardloop.errors import InvalidInput, NotFound
 
 SCHEMA = """
@@ -65,7 +64,6 @@ CREATE TABLE IF NOT EXISTS trained_on (
     PRIMARY KEY (version, user_key)
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -89,7 +87,7 @@ def _blob(a, dtype) -> bytes:
     return np.asarray(a, dtype=dtype).tobytes()
 
 
-class ResponseLog:
+class ResponseLog(WalStore):
     """Durable responses, feedback and the join. Thread-safe; every method is one transaction."""
 
     def __init__(
@@ -103,15 +101,10 @@ class ResponseLog:
         secret: str = "",
         clock: Callable[[], float] = time.time,
     ):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(str(path), SCHEMA)
         self.wait_s, self.unrated, self.default_reward = wait_s, unrated, default_reward
         self.aggregation = aggregation
         self.clock = clock
-        self._lock = threading.Lock()
-        self._db, self.journal_mode = open_wal(self.path)
-        self._db.executescript(SCHEMA)
         with self._tx() as db:  # the buffer died with the last process: due again
             db.execute("UPDATE responses SET state = 'waiting' WHERE state = 'queued'")
             row = db.execute("SELECT value FROM meta WHERE name = 'secret'").fetchone()
@@ -134,21 +127,9 @@ class ResponseLog:
             clock=clock,
         )
 
-    def _tx(self):
-        return transaction(self._db, self._lock)
-
     def _meta(self, name: str) -> str:
         with self._lock:
             return self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0]
-
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, n: int = 1) -> None:
-        if n:
-            db.execute(
-                "INSERT INTO counters VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, n),
-            )
 
     def user_key(self, user: str) -> str:
         """The pseudonym of a product's `user` (HMAC-SHA256 with this deployment's secret)."""
@@ -377,12 +358,8 @@ class ResponseLog:
 
     def counters(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT name, value FROM counters").fetchall()
+            counts = self._counter_values(self._db)
             states = self._db.execute(
                 "SELECT state, COUNT(*) FROM responses GROUP BY state"
             ).fetchall()
-        return {**dict(rows), **{f"state_{s}": n for s, n in states}}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return {**counts, **{f"state_{s}": n for s, n in states}}

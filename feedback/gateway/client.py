@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from urllib.parse import urlencode
 
 from rewardloop.errors import InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
+from rewardloop.feedback.sources.remote import item_json
 from rewardloop.feedback.sources.transport import (
     HttpStatusError,
     JsonClient,
@@ -60,18 +61,9 @@ class GatewayClient(ABC):
 
 
 class HttpGatewayClient(GatewayClient):
-    def __init__(
-        self, url: str, *, headers=None, timeout_s=10.0, retries=3, max_concurrency=4, ca_cert=""
-    ):
-        self.json = JsonClient(
-            url,
-            headers=headers,
-            timeout_s=timeout_s,
-            retries=retries,
-            max_concurrency=max_concurrency,
-            ca_cert=ca_cert,
-            what="feedback gateway",
-        )
+    def __init__(self, url: str, **knobs):
+        """`knobs`: JsonClient's (headers, timeout_s, retries, max_concurrency, ca_cert)."""
+        self.json = JsonClient(url, **knobs, what="feedback gateway")
 
     def _call(self, method: str, path: str, payload=None, retries: int | None = None):
         try:
@@ -82,18 +74,7 @@ class HttpGatewayClient(GatewayClient):
             raise
 
     def publish(self, items, publisher):
-        payload = {
-            "publisher": publisher,
-            "items": [
-                {
-                    "id": i.id,
-                    "prompt": i.prompt,
-                    "completion": i.completion,
-                    "metadata": dict(i.metadata),
-                }
-                for i in items
-            ],
-        }
+        payload = {"publisher": publisher, "items": [item_json(i) for i in items]}
         return list(self._call("POST", "/v1/publish", payload)["blocked_ids"])
 
     def pending(self, limit=20, rater=""):
@@ -199,16 +180,8 @@ class GrpcGatewayClient(GatewayClient):
 def connect(
     url: str, *, headers=None, timeout_s=10.0, retries=3, max_concurrency=4, ca_cert=""
 ) -> GatewayClient:
-    """A gateway client for `url`: http(s):// -> JSON API, else gRPC."""
+    """A gateway client for `url`: http(s):// -> JSON API, else gRPC (`max_concurrency`: HTTP's)."""
+    knobs = {"headers": headers, "timeout_s": timeout_s, "retries": retries, "ca_cert": ca_cert}
     if url.startswith(("http://", "https://")):
-        return HttpGatewayClient(
-            url,
-            headers=headers,
-            timeout_s=timeout_s,
-            retries=retries,
-            max_concurrency=max_concurrency,
-            ca_cert=ca_cert,
-        )
-    return GrpcGatewayClient(
-        url, headers=headers, timeout_s=timeout_s, retries=retries, ca_cert=ca_cert
-    )
+        return HttpGatewayClient(url, **knobs, max_concurrency=max_concurrency)
+    return GrpcGatewayClient(url, **knobs)

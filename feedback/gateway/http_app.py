@@ -28,6 +28,7 @@ import ssl
 from aiohttp import HttpVersion11, web
 
 from rewardloop.aiohttp_thread import ThreadedHttpApp
+from rewardloop.auth import bearer
 from rewardloop.errors import (
     InvalidInput,
     NotFound,
@@ -106,10 +107,8 @@ class HttpGateway(ThreadedHttpApp):
         return await self._in_pool(fn, *args)
 
     def _token(self, request: web.Request) -> str | None:
-        auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        return request.cookies.get(TOKEN_COOKIE)
+        given = bearer(request.headers.get("Authorization"))
+        return given if given is not None else request.cookies.get(TOKEN_COOKIE)
 
     async def _read(self, request: web.Request) -> bytes:
         """The whole body, within feedback.max_request_bytes, decoded from its Content-Encoding."""

@@ -20,14 +20,12 @@ from collections.abc import Callable
 
 import grpc
 
-from rewardloop import grpc_util
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
 
-from .bad_input import BadMessage, add_checked_service, token_bytes
+from .bad_input import BadMessage, token_bytes
+from .grpc_face import FeedbackGrpcServer
 
 RewardFn = Callable[[list[str], list[str], list[dict]], list[float]]
-SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
-SERVICE_NAME = SERVICE.full_name
 
 
 class _ScoreServicer(feedback_pb2_grpc.FeedbackServiceServicer):
@@ -87,7 +85,7 @@ class _ScoreServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         return feedback_pb2.ScoreResponse(rewards=rewards)
 
 
-class ScoreServer:
+class ScoreServer(FeedbackGrpcServer):
     """A gRPC Score server around `fn`; port 0 picks a free port; TLS when cert and key are given."""
 
     def __init__(
@@ -101,38 +99,21 @@ class ScoreServer:
         tls_key: str = "",
         max_workers: int = 8,
     ):
-        self._servicer = servicer = _ScoreServicer(fn, token)
-        self._server = grpc_util.GrpcServer(
-            [
-                lambda s: add_checked_service(
-                    s, servicer, SERVICE, feedback_pb2, servicer.bad_message
-                )
-            ],
+        self._servicer = _ScoreServicer(fn, token)
+        super().__init__(
+            self._servicer,
             host=host,
             port=port,
             max_workers=max_workers,
-            health_names=[SERVICE_NAME],
             tls_cert=tls_cert,
             tls_key=tls_key,
             name="score",
         )
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def target(self) -> str:
-        return self._server.target
 
     def stats(self) -> dict:
         """{"request_errors": {kind: count}}: unauthenticated, invalid, reward_fn."""
         with self._servicer._lock:
             return {"request_errors": dict(self._servicer.errors)}
 
-    def start(self) -> ScoreServer:
-        self._server.start()
-        return self
-
     def stop(self, grace_s: float = 1.0) -> None:
-        self._server.stop(grace_s)
+        super().stop(grace_s)

@@ -10,31 +10,24 @@ Python, so cluster/ can run it as a Ray actor unchanged (`ray.remote(FeedbackGat
 from __future__ import annotations
 
 import logging
-import threading
 
 import grpc
 
 from rewardloop import grpc_util
+from rewardloop.auth import bearer
 from rewardloop.config import FeedbackConfig
-from rewardloop.errors import ConfigError, RewardLoopError, Unavailable, grpc_status
+from rewardloop.errors import ConfigError, Unavailable
 from rewardloop.pb import feedback_pb2, feedback_pb2_grpc
+from rewardloop.periodic import Periodic
 
-from .bad_input import BadMessage, add_checked_service
+from .bad_input import BadMessage
 from .core import FeedbackCore
+from .grpc_face import FeedbackGrpcServer
 from .http_app import HttpGateway
 from .metrics import GatewayMetrics
 from .store import FeedbackStore
 
 log = logging.getLogger(__name__)
-SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"]
-SERVICE_NAME = SERVICE.full_name
-
-
-def bearer(value: str | None) -> str | None:
-    """The token of an `Authorization: Bearer <token>` value, else None."""
-    if value and value[:7].lower() == "bearer ":
-        return value[7:].strip()
-    return None
 
 
 def _item_pb(it) -> feedback_pb2.FeedbackItem:
@@ -66,17 +59,14 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         return self._run(context, fail)
 
     def _run(self, context, fn):
-        try:
+        def call():
             md = dict(context.invocation_metadata() or ())
             self.core.authorize(bearer(md.get("authorization")))
             return fn()
-        except RewardLoopError as exc:
-            self.core.count(exc)
-            context.abort(grpc_status(exc), str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must not take the server down
-            self.core.count(exc)
-            log.exception("feedback gateway: internal error")
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+        return grpc_util.answer_unary(
+            context, call, log=log, what="feedback gateway: internal error", count=self.core.count
+        )
 
     def Publish(self, request, context):
         return self._run(context, lambda: self._publish(request))
@@ -141,7 +131,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         )
 
 
-class GrpcGateway:
+class GrpcGateway(FeedbackGrpcServer):
     """A gRPC server for a FeedbackCore, with grpc.health.v1; TLS when cert and key are given."""
 
     def __init__(
@@ -153,17 +143,11 @@ class GrpcGateway:
         tls_key: str = "",
     ):
         self.core = core
-        servicer = FeedbackServicer(core)
-        self._server = grpc_util.GrpcServer(
-            [
-                lambda s: add_checked_service(
-                    s, servicer, SERVICE, feedback_pb2, servicer.bad_message
-                )
-            ],
+        super().__init__(
+            FeedbackServicer(core),
             host=host,
             port=port,
             max_workers=8,
-            health_names=[SERVICE_NAME],
             tls_cert=tls_cert,
             tls_key=tls_key,
             max_receive_bytes=core.max_request_bytes,
@@ -171,23 +155,11 @@ class GrpcGateway:
             what="feedback.grpc_port",
         )
 
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
-    def target(self) -> str:
-        return self._server.target
-
     def start(self) -> GrpcGateway:
         try:
-            self._server.start()
+            return super().start()
         except Unavailable as exc:  # a taken port is the config's to fix, as for HTTP
             raise ConfigError(str(exc)) from None
-        return self
-
-    def stop(self, grace_s: float = 2.0) -> None:
-        self._server.stop(grace_s)
 
 
 class FeedbackGateway:
@@ -202,8 +174,7 @@ class FeedbackGateway:
         self.metrics = GatewayMetrics(self.core, cfg.metrics_host, cfg.metrics_port)
         self.grpc: GrpcGateway | None = None
         self.http: HttpGateway | None = None
-        self._stop = threading.Event()
-        self._janitor: threading.Thread | None = None
+        self._janitor: Periodic | None = None
         self.metrics_url = ""
 
     def start(self) -> dict:
@@ -219,10 +190,14 @@ class FeedbackGateway:
                 self.http.stop()
             self.grpc.stop(grace_s=0)
             raise
-        self._janitor = threading.Thread(
-            target=self._housekeeping, name="feedback-janitor", daemon=True
-        )
-        self._janitor.start()
+        interval = min(30.0, max(0.2, c.expiry_s / 4))
+        self._janitor = Periodic(
+            self.core.maintain,
+            interval,
+            what="feedback gateway: housekeeping",
+            log=log,
+            name="feedback-janitor",
+        ).start()
         return self.addresses()
 
     def addresses(self) -> dict:
@@ -234,24 +209,15 @@ class FeedbackGateway:
             "metrics_url": self.metrics_url,
         }
 
-    def _housekeeping(self) -> None:
-        interval = min(30.0, max(0.2, self.cfg.expiry_s / 4))
-        while not self._stop.wait(interval):
-            try:
-                self.core.maintain()
-            except Exception:  # noqa: BLE001 - keep the janitor alive; the next round retries
-                log.exception("feedback gateway: housekeeping failed")
-
     def stats(self) -> dict:
         return self.core.stats()
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._janitor is not None:
+            self._janitor.stop(timeout_s=5.0)
         self.metrics.stop()
         if self.http is not None:
             self.http.stop()
         if self.grpc is not None:
             self.grpc.stop()
-        if self._janitor is not None:
-            self._janitor.join(timeout=5.0)
         self.core.close()

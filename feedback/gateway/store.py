@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rewardloop.durable_db import open_wal, transaction
+from rewardloop.durable_db import WalStore
 from rewardloop.errors import InvalidInput, NotFound
 
 from .records import BLOCKED, EXPIRED_KIND, RATED, Item, Outcome, SubmitResult
@@ -57,7 +55,6 @@ CREATE TABLE IF NOT EXISTS ratings (
 CREATE INDEX IF NOT EXISTS ratings_by_rater ON ratings (rater);
 CREATE INDEX IF NOT EXISTS ratings_by_time ON ratings (created_at);
 CREATE TABLE IF NOT EXISTS forgotten (rater_hash TEXT PRIMARY KEY, forgotten_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 DAY_S = 86400.0
@@ -67,7 +64,7 @@ def rater_hash(rater: str) -> str:
     return hashlib.sha256(rater.encode()).hexdigest()
 
 
-class FeedbackStore:
+class FeedbackStore(WalStore):
     """Durable items, ratings and outcomes. Thread-safe; every method is one transaction."""
 
     def __init__(
@@ -81,18 +78,15 @@ class FeedbackStore:
         retention_days: float = 30.0,
         clock: Callable[[], float] = time.time,
     ):
-        self.path = str(path) if str(path) == ":memory:" else str(Path(path).expanduser())
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            str(path) if str(path) == ":memory:" else str(Path(path).expanduser()), SCHEMA
+        )
         self.expiry_s = expiry_s
         self.expiry_outcome = expiry_outcome
         self.neutral_reward = neutral_reward
         self.blocked_reward = blocked_reward
         self.retention_days = retention_days
         self.clock = clock
-        self._lock = threading.Lock()
-        self._db, self.journal_mode = open_wal(self.path)
-        self._db.executescript(SCHEMA)
 
     @classmethod
     def from_config(cls, cfg, clock: Callable[[], float] = time.time) -> FeedbackStore:
@@ -106,18 +100,6 @@ class FeedbackStore:
             retention_days=cfg.retention_days,
             clock=clock,
         )
-
-    def _tx(self):
-        return transaction(self._db, self._lock)
-
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, n: int = 1) -> None:
-        if n:
-            db.execute(
-                "INSERT INTO counters (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, n),
-            )
 
     # ---- publishing and listing -------------------------------------------------------------
 
@@ -326,12 +308,8 @@ class FeedbackStore:
 
     def counters(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT name, value FROM counters").fetchall()
+            counts = self._counter_values(self._db)
             pending = self._db.execute(
                 "SELECT COUNT(*) FROM items WHERE state = 'pending'"
             ).fetchone()[0]
-        return {**dict(rows), "pending": pending}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        return {**counts, "pending": pending}

@@ -30,6 +30,7 @@ from rewardloop.scoring import EXPIRED, Score, ScoreRequest
 from rewardloop.trajectory import RewardPart
 
 from .base import RewardSource
+from .remote import client_kwargs
 
 log = logging.getLogger(__name__)
 HUMAN, NEUTRAL = "human", "neutral"
@@ -62,17 +63,11 @@ class HumanReward(RewardSource):
     @classmethod
     def from_config(cls, cfg, token: str = "", name: str = HUMAN) -> HumanReward:
         """From a RewardConfig; `token` (the gateway's) is sent unless headers carry one."""
-        headers = dict(cfg.headers)
+        kwargs = client_kwargs(cfg)
+        headers = kwargs["headers"]
         if token and not any(k.lower() == "authorization" for k in headers):
             headers["Authorization"] = f"Bearer {token}"
-        client = connect(
-            cfg.url,
-            headers=headers,
-            timeout_s=cfg.timeout_s,
-            retries=cfg.retries,
-            max_concurrency=cfg.max_concurrency,
-            ca_cert=cfg.ca_cert,
-        )
+        client = connect(cfg.url, **kwargs)
         return cls(client, max_batch=cfg.max_batch, name=name)
 
     def score(self, items: list[ScoreRequest]) -> list[Score | None]:
