@@ -36,7 +36,8 @@ segment) and what was answered since the learner's last checkpoint (one checkpoi
 worth; at most `retain_acked`, oldest released past that, counted in `released`). Memory holds
 only the held ids, on reopening too (the journal is replayed line by line: spool_replay.py).
 The journal keeps the ids of everything sent (about 50 bytes each, plus one line per answered
-batch): that is the worker's audit, read whole only by the driver's report (`read_journal`).
+batch): that is the worker's audit, read line by line by the driver's report
+(cluster/accounting_join.py; `read_journal` reads it whole, for tests).
 
 Durability: each append is one write, flushed to the OS before the send that depends on it
 (a SIGKILL loses nothing; a power cut may lose the last lines: no fsync per send). A line torn

@@ -30,11 +30,14 @@ from __future__ import annotations
 import json
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
-from rewardloop.actors.spool import JOURNAL, read_journal, read_jsonl, spool_root
+from rewardloop.actors.spool import JOURNAL, spool_root
 from rewardloop.config import RunConfig, replace
 from rewardloop.learner.accounting import AUDIT_FILE, IN_FLIGHT_FILE, OUTCOMES
+
+from .accounting_join import Join
 
 JOINED = "audit.jsonl"
 FIELDS = ("generated", *OUTCOMES, "duplicates_ignored", "in_flight_at_end", "lost")
@@ -54,36 +57,6 @@ def prepare(cfg: RunConfig, fresh: bool = True) -> RunConfig:
     return replace(cfg, rollout={"spool_dir": str(root)})
 
 
-def _journals(root: Path) -> dict[str, dict]:
-    if not root.is_dir():
-        return {}
-    return {
-        d.name: read_journal(d)
-        for d in sorted(root.iterdir())
-        if d.is_dir() and (d / JOURNAL).exists()
-    }
-
-
-def _learner_audit(audit_dir: Path) -> tuple[dict[str, dict], Counter, list[dict]]:
-    """First outcome line per id, outcome lines per id, and the duplicate lines (with the
-    `maybe_duplicate` refusals of ids that already had their outcome)."""
-    first: dict[str, dict] = {}
-    per_id: Counter[str] = Counter()
-    duplicates = []
-    for line in read_jsonl(audit_dir / AUDIT_FILE):
-        outcome = line.get("outcome")
-        if outcome == "duplicate":
-            duplicates.append(line)
-        elif outcome in OUTCOMES:
-            tid = line.get("id", "")
-            if tid in first and line.get("maybe_duplicate") and outcome != "trained":
-                duplicates.append(line)  # a forgotten id re-sent: refused, already decided
-                continue
-            per_id[tid] += 1
-            first.setdefault(tid, line)
-    return first, per_id, duplicates
-
-
 def _in_flight(audit_dir: Path) -> tuple[set[str], bool]:
     try:
         record = json.loads((audit_dir / IN_FLIGHT_FILE).read_text())
@@ -92,71 +65,64 @@ def _in_flight(audit_dir: Path) -> tuple[set[str], bool]:
     return set(record.get("buffered", {})) | set(record.get("taken", {})), True
 
 
-def account(cfg: RunConfig) -> tuple[dict, list[dict]]:
-    """(the accounting section of summary.json, the joined audit lines)."""
-    audit_dir = Path(cfg.out) / "audit"
-    journals = _journals(spool_root(cfg))
-    outcomes, per_id, duplicates = _learner_audit(audit_dir)
+def _account(cfg: RunConfig, emit: Callable[[dict], object]) -> dict:
+    """The accounting section; each joined line goes to `emit` as it is made (accounting_join.py:
+    the ids wait in a temporary SQLite file, not in memory)."""
+    audit_dir, root = Path(cfg.out) / "audit", spool_root(cfg)
     in_flight, snapshot = _in_flight(audit_dir)
-    joined: list[dict] = []
     totals: Counter[str] = Counter({k: 0 for k in FIELDS})
     by_worker: dict[str, Counter] = {}
-    seen: set[str] = set()
-    for worker_id, journal in journals.items():
-        mine = by_worker.setdefault(worker_id, Counter({k: 0 for k in FIELDS}))
-        unacked = set(journal["sent"]) - journal["acked"]
-        for tid in [*journal["sent"], *(t for t in journal["dropped"] if t not in journal["sent"])]:
-            if tid in seen:  # one id in two spools would be a bug in id generation
-                totals["outcome_conflicts"] += 1
-                continue
-            seen.add(tid)
-            line = {"id": tid, "worker": worker_id}
-            if tid in outcomes:
-                learner = outcomes[tid]
-                line.update(
-                    outcome=learner["outcome"],
-                    source="learner",
-                    **{k: learner[k] for k in ("version", "step", "reason") if k in learner},
-                )
-            elif tid in journal["dropped"]:
-                outcome, reason = journal["dropped"][tid]
-                line.update(outcome=outcome, source="worker", reason=reason)
-            elif tid in in_flight:
-                line.update(outcome="in_flight_at_end", source="learner")
-            elif tid in unacked:
-                line.update(outcome="in_flight_at_end", source="worker spool (unacked)")
+    outside = 0
+    with Join(Path(cfg.out)) as join:
+        workers = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+        for d in workers:
+            if (d / JOURNAL).exists():
+                join.add_journal(d.name, d / JOURNAL)
+                by_worker[d.name] = Counter({k: 0 for k in FIELDS})
+        join.add_audit(audit_dir / AUDIT_FILE)
+
+        def conflict() -> None:
+            totals["outcome_conflicts"] += 1
+
+        for line in join.joined(in_flight, conflict):
+            if line.get("source") == "learner (no spool)":
+                outside += 1
             else:
-                line.update(outcome="lost", source="")
-            for counter in (totals, mine):
-                counter["generated"] += 1
-                counter[line["outcome"]] += 1
-            joined.append(line)
-    outside = [line for tid, line in outcomes.items() if tid not in seen]
-    for line in outside:
-        joined.append({**line, "source": "learner (no spool)"})
-    for line in duplicates:
-        totals["duplicates_ignored"] += 1
-        mine = by_worker.get(line.get("worker", ""))
-        if mine is not None:
-            mine["duplicates_ignored"] += 1
+                for counter in (totals, by_worker[line["worker"]]):
+                    counter["generated"] += 1
+                    counter[line["outcome"]] += 1
+            emit(line)
+        two_outcomes = join.ids_with_two_outcomes()
+        duplicates = join.duplicates
+    totals["duplicates_ignored"] = sum(duplicates.values())
+    for worker, n in duplicates.items():
+        if worker in by_worker:
+            by_worker[worker]["duplicates_ignored"] += n
     section = {k: totals[k] for k in FIELDS}
     section.update(
-        outside_spools=len(outside),
-        outcome_conflicts=totals["outcome_conflicts"] + sum(1 for n in per_id.values() if n > 1),
+        outside_spools=outside,
+        outcome_conflicts=totals["outcome_conflicts"] + two_outcomes,
         learner_in_flight_recorded=snapshot,
         workers={w: {k: c[k] for k in FIELDS} for w, c in by_worker.items()},
     )
-    return section, joined
+    return section
+
+
+def account(cfg: RunConfig) -> tuple[dict, list[dict]]:
+    """(the accounting section of summary.json, the joined audit lines: a list, for tests and
+    small runs; `write_joined` streams them to the file instead)."""
+    joined: list[dict] = []
+    return _account(cfg, joined.append), joined
 
 
 def write_joined(cfg: RunConfig) -> dict:
     """Compute the accounting, write `<run_dir>/audit.jsonl`, return the summary section."""
-    section, joined = account(cfg)
     path = Path(cfg.out) / JOINED
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as f:
-        for line in joined:
-            f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        section = _account(
+            cfg, lambda line: f.write(json.dumps(line, separators=(",", ":")) + "\n")
+        )
     tmp.replace(path)
     section["audit"] = str(path)
     return section

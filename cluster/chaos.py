@@ -18,9 +18,19 @@ checkpoint, workers re-sending what a restarted learner lacks.
 
 It prints one JSON object (also written to `<run_dir>/chaos.json`): the faults (kind, seconds into the run, step, pid), the accounting
 from summary.json, the ids the audit shows trained more than once, the restarts the run saw,
-and the resident memory of each learner and worker process (start, end, max MiB, sampled every
-`RSS_EVERY_S` from /proc: processes on this machine only). Exit status 1 when `lost` is not 0,
-an id was trained twice, a fault could not be injected, or the run failed.
+and the resident memory of each learner and worker process (sampled every `RSS_EVERY_S` from
+/proc: processes on this machine only; the trace in `<run_dir>/chaos_rss.jsonl`). Exit status 1
+when `lost` is not 0, an id was trained twice, a fault could not be injected, or the run failed.
+
+Memory, per process (`rss`): start, end and max MiB of VmRSS, and the same of its two parts
+that move: `anon` (RssAnon: the process's own heap and anonymous mappings, where a leak would
+show) and `shmem` (RssShmem: the pages of Ray's object store that the process has touched:
+every weight version goes through it, `ray.put` in the learner and `ray.get` in each worker,
+and a page once touched stays counted in both until the process exits, so this part climbs in
+steps of one version (2.5 MiB for the default model) until the store's busiest moment is
+covered; it is the store's, bounded by its size, not the process's). The rest of VmRSS is the
+mapped libraries. `slope_per_1000_steps` is the least-squares slope in MiB per 1,000 of the
+run's steps of each, over the samples after the process's first quarter (its warm-up).
 """
 
 from __future__ import annotations
@@ -59,14 +69,47 @@ def schedule(
     return [{"kind": k, "at_step": s} for k, s in zip(kinds, at, strict=True)]
 
 
-def _rss_mib(pid: int) -> float | None:
+MEMORY_FIELDS = {"VmRSS": "rss", "RssAnon": "anon", "RssShmem": "shmem"}
+
+
+def _memory_mib(pid: int) -> dict[str, float] | None:
+    """{"rss", "anon", "shmem"} MiB of a live process (/proc/PID/status), None when it is gone."""
+    out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+            key, _, value = line.partition(":")
+            if key in MEMORY_FIELDS:
+                out[MEMORY_FIELDS[key]] = int(value.split()[0]) / 1024
+    except (OSError, ValueError, IndexError):
         return None
-    return None
+    return out if len(out) == len(MEMORY_FIELDS) else None
+
+
+def slope_per_1000(steps: list[int], values: list[float]) -> float | None:
+    """Least-squares slope of values over steps, per 1,000 steps (None: fewer than 2 steps)."""
+    n = len(steps)
+    if n < 2 or len(set(steps)) < 2:
+        return None
+    ms, mv = sum(steps) / n, sum(values) / n
+    num = sum((x - ms) * (y - mv) for x, y in zip(steps, values, strict=True))
+    return 1000 * num / sum((x - ms) ** 2 for x in steps)
+
+
+def memory_report(samples: list[tuple[int, dict]]) -> dict:
+    """One process's figures (the module doc) from its (step, _memory_mib) samples."""
+    rest = samples[len(samples) // 4 :]  # after the warm-up
+    out: dict = {"samples": len(samples), "steps": [samples[0][0], samples[-1][0]]}
+    for part in MEMORY_FIELDS.values():
+        xs = [m[part] for _, m in samples]
+        slope = slope_per_1000([s for s, _ in rest], [m[part] for _, m in rest])
+        out[part] = {
+            "start_mib": round(xs[0], 1),
+            "after_warmup_mib": round(rest[0][1][part], 1),
+            "end_mib": round(xs[-1], 1),
+            "max_mib": round(max(xs), 1),
+            "slope_per_1000_steps": None if slope is None else round(slope, 2),
+        }
+    return out
 
 
 class _Chaos:
@@ -76,7 +119,7 @@ class _Chaos:
         self.run, self.plan, self.rng, self.duration_s = run, plan, rng, duration_s
         self.faults: list[dict] = []
         self.failures: list[str] = []
-        self.rss: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
+        self.rss: dict[tuple[str, int], list[tuple[int, dict]]] = collections.defaultdict(list)
         self.done = threading.Event()
         self.t0 = time.monotonic()
 
@@ -220,26 +263,30 @@ class _Chaos:
                 pids += [("worker", pid) for _, pid in self._worker_pids()]
             except Exception:  # noqa: BLE001 - a restart in progress: sample next time
                 continue
-            line = {"t": round(time.monotonic() - self.t0, 1), "step": len(self.run.steps)}
+            step = len(self.run.steps)
+            line: dict = {"t": round(time.monotonic() - self.t0, 1), "step": step}
             for role, pid in pids:
-                mib = _rss_mib(pid)
+                mib = _memory_mib(pid)
                 if mib is not None:
-                    self.rss[(role, pid)].append(mib)
-                    line[f"{role}-{pid}"] = round(mib, 1)
+                    self.rss[(role, pid)].append((step, mib))
+                    line[f"{role}-{pid}"] = round(mib["rss"], 1)  # VmRSS; its parts below
+                    line.setdefault("anon", {})[f"{role}-{pid}"] = round(mib["anon"], 1)
+                    line.setdefault("shmem", {})[f"{role}-{pid}"] = round(mib["shmem"], 1)
             with (Path(self.run.cfg.out) / "chaos_rss.jsonl").open("a") as f:  # a soak's trace
                 f.write(json.dumps(line) + "\n")
 
     def rss_report(self) -> dict:
         out: dict[str, list[dict]] = {"learner": [], "worker": []}
-        for (role, pid), xs in self.rss.items():
+        for (role, pid), samples in self.rss.items():
+            rss = [m["rss"] for _, m in samples]
             out[role].append(
                 {
                     "pid": pid,
-                    "samples": len(xs),
-                    "start_mib": round(xs[0], 1),
-                    "end_mib": round(xs[-1], 1),
-                    "max_mib": round(max(xs), 1),
-                    "growth_mib": round(xs[-1] - xs[0], 1),
+                    "start_mib": round(rss[0], 1),
+                    "end_mib": round(rss[-1], 1),
+                    "max_mib": round(max(rss), 1),
+                    "growth_mib": round(rss[-1] - rss[0], 1),
+                    **memory_report(samples),
                 }
             )
         return out

@@ -38,16 +38,10 @@ from .feedback_side import FeedbackSide, start_feedback
 from .paths import absolute_paths
 from .placement import Placement, connect, reserve
 from .pool import RolloutPool, idle_workers_hint
-from .resume import (
-    LearnerCalls,
-    prepare_dir,
-    previous_records,
-    restore_sigterm,
-    sigterm_received,
-    stop_on_sigterm,
-)
+from .resume import LearnerCalls, prepare_dir, restore_sigterm, sigterm_received, stop_on_sigterm
+from .run_steps import RunSteps, from_metrics, keep_for, reward_points
 from .scaling import Scaler
-from .startup import overlap
+from .startup import lean_local_ray, overlap
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -71,7 +65,7 @@ class Run:
         self.placement: Placement | None = None
         self.placement_record: dict = {}
         self.endpoints: dict = {}
-        self.steps: list[dict] = []
+        self.steps = RunSteps(keep_for(cfg))  # the newest only: metrics.jsonl has them all
         self.evals: list[dict] = []
         self.metrics_log: MetricsLog | None = None
         self.error = ""
@@ -112,6 +106,8 @@ class Run:
         """Attach to a Ray this process already has, or connect/start one (and own it)."""
         self._t["ray_start"] = time.perf_counter()
         self.owns_ray = not ray.is_initialized()
+        if self.owns_ray:
+            lean_local_ray(self.cfg.cluster.address)  # an embedded Ray: no task events, metrics
         connect(self.cfg)
         stop_on_sigterm()  # after ray.init, which installs its own handler (cluster/resume.py)
 
@@ -150,7 +146,7 @@ class Run:
         self.scaler = Scaler(actor_cfg, self.pool, self.learner)
         record_endpoints(self.out, control=self.scaler.start())  # `rewardloop scale RUN_DIR`
         if self.resume:  # the steps and evaluations before, then a line saying where it went on
-            self.steps, self.evals = previous_records(self.out)
+            self.steps, self.evals = from_metrics(self.out / "metrics.jsonl", keep_for(self.cfg))
         self.metrics_log = MetricsLog(self.out / "metrics.jsonl", append=self.resume)
         self.calls.observe(self.calls("status"), None)
         if self.resume:
@@ -251,7 +247,9 @@ class Run:
         }
         self._record_eval(final)
         self.metrics_log.close()
-        plot_reward_curve(self.steps, self.evals, self.out / "reward_curve.png")
+        plot_reward_curve(
+            reward_points(self.out / "metrics.jsonl"), self.evals, self.out / "reward_curve.png"
+        )
         summary = self.summary()
         write_json(self.out / "summary.json", summary)
         return summary
@@ -357,9 +355,10 @@ class Run:
     def summary(self) -> dict:
         t = self._t
         train_s = t.get("stopped", time.perf_counter()) - t["train"]
-        section = run_summary.eval_section(self.evals, self.steps)
+        section = run_summary.eval_section(self.evals, self.steps.ends(run_summary.TAIL_STEPS))
         out = {
-            **run_summary.run_figures(self.steps, self.worker_stats, train_s),
+            **run_summary.run_figures(list(self.steps), self.worker_stats, train_s),
+            **self.steps.totals(),  # exact over every step, not only the kept ones
             "seconds": round(time.perf_counter() - t["start"], 2),
             "task": self.cfg.task,
             "algorithm": self.cfg.learner.algorithm,
