@@ -6,10 +6,9 @@
 returns what was accepted, duplicate or rejected. Batches go out in the column form
 (`rewardloop.wire_columns`: one message of ~20 fields per batch, not one sub-message per
 trajectory), and their Acks name only the duplicate and rejected ids (`accepted_rest`). A
-background thread reads Acks (results and credit grants) and wakes the sender only when what it
-waits for is there (a full batch's credits, or every batch on the wire acked; a partial batch
-leaves only when nothing is on the wire): on a loaded machine a thread wake-up costs more than
-reading an Ack, and a batch cut to the few credits that just came back costs a message more.
+background thread reads Acks (results, credit grants), sends the batches their credits allow
+(a partial batch only when none is on the wire: a batch cut to a few credits costs a message
+more) and wakes send() only once all are acked: a wake-up costs more than encoding a batch.
 If the stream breaks (learner restarting, UNAVAILABLE) the client rebuilds the channel and
 stream with bounded, backed-off retries (`max_retries` attempts, and for at least `reconnect_s`
 seconds: a worker outside the cluster waits out a learner restart) and re-sends whatever was
@@ -26,114 +25,21 @@ on the stream; a missing or wrong token raises `Unauthenticated` (no retry).
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
-import queue
 import threading
 import time
-from collections.abc import Iterator
-
-import grpc
 
 from rewardloop import grpc_util
 from rewardloop.actors.retain import AckedWindow
 from rewardloop.actors.retain import fold_ack as _add_ack
+from rewardloop.actors.trajectory_stream import Stream as _Stream
 from rewardloop.errors import Unavailable
-from rewardloop.pb import trajectory_pb2, trajectory_pb2_grpc
 from rewardloop.sink import CreditWait, SendResult
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire_columns import batch_to_columns
 
 __all__ = ["CreditWait", "SendResult", "TrajectoryClient"]
-
-
-class _Stream:
-    """One open bidi call: its request queue, the Ack reader thread and the credit state."""
-
-    def __init__(self, target: str, worker_id: str, ca_cert: str = "", token: str = ""):
-        self.channel = grpc_util.new_channel(target, ca_cert=ca_cert, token=token)
-        self.cond = threading.Condition()
-        self.credits = 0
-        self.granted = 0  # total credits this stream was granted
-        self.peak_credits = 0  # the most this stream ever held at once (its share of the buffer)
-        self.sent = 0  # total trajectories sent on this stream (never > granted)
-        self.acks: dict[int, trajectory_pb2.Ack] = {}
-        # what the sender waits for (`wake_on`): the reader wakes it only then, not per Ack
-        self._wake_credits, self._wake_acks = 1, 0
-        self.ready = False  # the hello was answered
-        self.ended = False
-        self.error: grpc.RpcError | None = None
-        self.learner_version = -1
-        self.incarnation = ""  # the learner process answering (trajectory.proto Ack)
-        self.durable_version = 0
-        self._requests: queue.Queue = queue.Queue()
-        self._closed = threading.Event()
-        stub = trajectory_pb2_grpc.TrajectoryServiceStub(self.channel)
-        self.call = stub.Stream(self._request_iter())
-        self._requests.put(
-            trajectory_pb2.TrajectoryBatch(hello=trajectory_pb2.Hello(worker_id=worker_id))
-        )
-        self._reader = threading.Thread(
-            target=self._read, name=f"traj-acks-{worker_id}", daemon=True
-        )
-        self._reader.start()
-
-    def _request_iter(self) -> Iterator[trajectory_pb2.TrajectoryBatch]:
-        while not self._closed.is_set():
-            try:
-                item = self._requests.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if item is None:
-                return
-            yield item
-
-    def _read(self) -> None:
-        error = None
-        try:
-            for ack in self.call:
-                with self.cond:
-                    self.credits += ack.credits
-                    self.granted += ack.credits
-                    self.peak_credits = max(self.peak_credits, self.credits)
-                    self.learner_version = ack.learner_version
-                    self.incarnation = ack.incarnation or self.incarnation
-                    self.durable_version = max(self.durable_version, ack.durable_version)
-                    if ack.batch_seq:
-                        self.acks[ack.batch_seq] = ack
-                    if not self.ready or self._woken():
-                        self.ready = True
-                        self.cond.notify_all()
-        except grpc.RpcError as exc:
-            error = exc
-        with self.cond:
-            self.ended = True
-            self.error = error
-            self.cond.notify_all()
-
-    def wake_on(self, credits: int = 1, acks: int = 0) -> None:
-        """Under `cond`, before waiting: wake when the stream holds `credits` credits or `acks`
-        unread batch Acks (0: not for that), or ends; the default wakes on any credit."""
-        self._wake_credits, self._wake_acks = credits, acks
-
-    def _woken(self) -> bool:
-        return bool(
-            (self._wake_credits and self.credits >= self._wake_credits)
-            or (self._wake_acks and len(self.acks) >= self._wake_acks)
-        )
-
-    def put(self, batch: trajectory_pb2.TrajectoryBatch, n: int) -> None:
-        """Queue a batch of `n` trajectories; caller holds `cond` and has checked credits."""
-        if n > self.credits or self.sent + n > self.granted:
-            raise RuntimeError("trajectory client: refusing to send beyond granted credits")
-        self.credits -= n
-        self.sent += n
-        self._requests.put(batch)
-
-    def close(self) -> None:
-        self._requests.put(None)  # half-close: the server ends the stream cleanly
-        self._closed.set()
-        self.call.cancel()
-        self.channel.close()
 
 
 class TrajectoryClient:
@@ -326,16 +232,7 @@ class TrajectoryClient:
                             f"trajectory stream to {self.target}: broke {breaks} times"
                         )
                     continue
-                while pending and st.credits > 0:
-                    k = min(st.credits, self.batch_size, len(pending))
-                    if unacked and k < min(self.batch_size, len(pending)):
-                        break  # a fuller batch once the Acks on the wire bring credits back
-                    seq = next(self._seq)
-                    chunk = [pending.popleft() for _ in range(k)]
-                    st.put(batch_to_columns(seq, chunk), k)
-                    unacked[seq] = (time.monotonic(), chunk)
-                    self._stats["sent"] += k
-                    self._stats["batches"] += 1
+                self._pump(st, pending, unacked)
                 if not pending and not unacked:
                     break
                 now = time.monotonic()
@@ -353,11 +250,30 @@ class TrajectoryClient:
                 if left <= 0:
                     self._drop_stream(st)
                     raise Unavailable(f"{what}: none within {self.timeout_s}s from {self.target}")
-                # woken when a full batch may leave, or when every batch on the wire is acked
-                # (then a partial one may), not once per Ack
-                st.wake_on(min(self.batch_size if unacked else 1, len(pending)), len(unacked))
-                st.cond.wait(min(left, 1.0))
-                st.wake_on()
+                st.pump = functools.partial(self._pump, st, pending, unacked)  # see _Stream
+                try:
+                    st.cond.wait(min(left, 1.0))
+                finally:
+                    st.pump = None
+                if st.pump_error is not None:
+                    error, st.pump_error = st.pump_error, None
+                    raise error
+
+    def _pump(self, st: _Stream, pending: collections.deque, unacked: dict) -> bool:
+        """Under `st.cond`: send batches while credits allow (a partial batch only when none is
+        on the wire: a fuller one follows once their Acks bring credits back); True when
+        nothing is left for send() but to read the Acks (all sent, all acked)."""
+        while pending and st.credits > 0:
+            k = min(st.credits, self.batch_size, len(pending))
+            if unacked and k < min(self.batch_size, len(pending)) and not _all_acked(st, unacked):
+                break
+            seq = next(self._seq)
+            chunk = [pending.popleft() for _ in range(k)]
+            st.put(batch_to_columns(seq, chunk), k)
+            unacked[seq] = (time.monotonic(), chunk)
+            self._stats["sent"] += k
+            self._stats["batches"] += 1
+        return not pending and _all_acked(st, unacked)
 
     # ---- connecting --------------------------------------------------------------------
 
@@ -398,3 +314,8 @@ class TrajectoryClient:
         st.close()
         if self._stream is st:
             self._stream = None
+
+
+def _all_acked(st: _Stream, unacked: dict) -> bool:
+    """Every batch of `unacked` has its Ack on `st` (read, not yet folded into the result)."""
+    return all(seq in st.acks for seq in unacked)

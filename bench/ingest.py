@@ -14,7 +14,8 @@ most any gRPC-Python ingest can do at this batch size). "The same bytes" is the 
 alternating order (ABBA...) and their ratio is also reported per repeat
 (`figures.ratio_vs_bare_per_repeat`), so load drift on a shared machine shows as spread
 instead of bias; each process's CPU time per message (`*_cpu_us_per_message`) is the steadier
-figure there. A single-threaded profile times each stage of our path.
+figure there; `credit_only_acks` counts the Acks that carried only credits (a message and a
+wake-up each). A single-threaded profile times each stage of our path.
 
     rewardloop bench ingest --json [--repeats 3] [--trajectories 4096] [--batch-size 24]
                                    [--capacity 96] [--take-groups 1] [--per-call 24]
@@ -245,6 +246,8 @@ def _figure(rs: list[dict]) -> dict:
         for side in ("learner", "worker"):
             cpu = [x[f"{side}_cpu_s"] / x["messages"] * 1e6 for x in rs]
             out[f"{side}_cpu_us_per_message"] = common.spread(cpu)
+    if "server" in rs[0]:  # Acks that carried only credits: a message (and wake-up) each
+        out["credit_only_acks"] = common.spread([x["server"].get("credit_acks", 0) for x in rs])
     return out
 
 

@@ -1,5 +1,6 @@
 """`bench ingest`'s single-threaded profile: CPU per trajectory of each stage of our path
-(worker encode and serialize, learner parse, validate + decode, admit, the Ack both ways), so
+(worker encode and serialize, learner parse, validate + decode, admit, the bench's drain taking
+the groups, the Ack both ways), so
 the stream's figures can be read against what each stage costs alone."""
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ def profile(n: int, batch_size: int) -> dict:
     t = time.thread_time()
     decoded = [trajectories_from_columns(b.columns, VOCAB, 4096)[1] for b in parsed]
     stages["server: validate + decode columns (numpy) -> Trajectory"] = time.thread_time() - t
-    buffer = TrajectoryBuffer(capacity=n, max_staleness=1)
-    t = time.thread_time()
-    for batch in decoded:
-        for x in batch:
-            buffer.add(x, 0)
-    stages["server: buffer.add"] = time.thread_time() - t
+    buffer = TrajectoryBuffer(capacity=4 * batch_size, max_staleness=1)
+    admit = drain = 0.0
+    for batch in decoded:  # as the stream and its drain go: admit a batch, take its groups
+        t = time.thread_time()
+        with buffer.admitting():
+            buffer.add_batch(batch, 0)
+        t1 = time.thread_time()
+        while buffer.take_groups(1, 0, timeout_s=0.0):
+            pass
+        admit, drain = admit + t1 - t, drain + time.thread_time() - t1
+    stages["server: admit the batch (buffer.add_batch)"] = admit
+    stages["server: the drain takes its groups (take_groups(1))"] = drain
     t = time.thread_time()
     acks = [
         trajectory_pb2.Ack(batch_seq=1, accepted_rest=True, credits=len(c)).SerializeToString()

@@ -90,6 +90,11 @@ class Ledger:
         with self._lock:
             return tid in self._decided
 
+    def decided_among(self, tids: Iterable[str]) -> set[str]:
+        """The ids of `tids` that already have their outcome (one lock for a whole batch)."""
+        with self._lock:
+            return {tid for tid in tids if tid in self._decided}
+
     def reject(self, tid: str, reason: str, worker: str = "", version: int | None = None) -> bool:
         """Record an ingest refusal (stale or rejected, from the reason). False when `tid`
         already had an outcome: then it counts as an ignored duplicate instead. `version` is

@@ -9,9 +9,13 @@ from rewardloop.pb import trajectory_pb2
 
 
 def drain(st: StreamState) -> list:
+    """What the response generator takes from the queue, as it takes it."""
     out = []
     while not st.acks.empty():
-        out.append(st.acks.get_nowait())
+        item = st.acks.get_nowait()
+        if item is not GRANT:
+            st.take_ack(item)
+        out.append(item)
     return out
 
 
@@ -54,3 +58,16 @@ def test_idle_ends_a_batch_left_unanswered():
     st.idle()  # the reader failed mid-batch: grants must not wait for an Ack that never comes
     st.add_grant(8)
     assert drain(st) == [GRANT] and st.take_pending() == 8
+
+
+def test_grants_while_a_batch_ack_waits_for_the_generator_ride_on_it():
+    st = StreamState("s1", "w")
+    st.begin_batch()
+    st.end_batch(trajectory_pb2.Ack(batch_seq=1, credits=1))  # queued, not yet taken
+    st.add_grant(8)  # no wake-up: the queued Ack will carry it
+    ack = st.acks.get_nowait()
+    assert st.acks.empty()
+    st.take_ack(ack)
+    assert ack.credits == 9 and st.pending == 0
+    st.add_grant(2)  # nothing queued now: this one wakes the generator
+    assert drain(st) == [GRANT] and st.take_pending() == 2
