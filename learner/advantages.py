@@ -22,6 +22,7 @@ from rewardloop.errors import InvalidInput
 __all__ = [
     "RunningMean",
     "group_relative",
+    "group_scaled",
     "leave_one_out",
     "reinforce_baseline",
     "scaled_baseline",
@@ -215,6 +216,15 @@ def scaled_baseline(rewards: Tensor, baseline: RunningMean, eps: float = 1e-8) -
     rewards has no spread to scale by: it gets A = 0, like a constant GRPO group.
     """
     return whiten(reinforce_baseline(rewards, baseline), eps=eps, center=False)
+
+
+def group_scaled(rewards: Tensor, group_index: Tensor, eps: float = 1e-8) -> Tensor:
+    """A_i = (r_i - mean_g) / (std_batch(r - mean_g) + eps): each reward against its own group's
+    mean, then one scale for the whole batch (OpenRLHF's REINFORCE++-baseline; ppo's
+    `learner.ppo_baseline: group`, reinforce's `learner.reinforce_baseline: group`). Unlike GRPO a group of little spread keeps its small
+    advantages; unlike a running mean, a prompt that does worse than the others is not pushed
+    down as a whole. Groups of equal rewards give 0, and so does a batch of them."""
+    return whiten(group_relative(rewards, group_index, scale_std=False), eps=eps, center=False)
 
 
 def _float_dtype(x: Tensor) -> torch.dtype:

@@ -9,9 +9,9 @@ An `Algorithm` is three small pure pieces, so the trainer never dispatches on a 
 | name      | advantages                              | loss                                   | passes           |
 |-----------|-----------------------------------------|----------------------------------------|------------------|
 | grpo      | group-relative (/ std if scale_std)     | PPO-clip vs behavior log-probs         | 1                |
-| rloo      | leave-one-out (/ std if rloo_scale_std) | policy gradient x truncated IS weights | 1                |
-| reinforce | running-mean baseline                   | policy gradient x truncated IS weights | 1                |
-| ppo       | running-mean baseline / batch std       | PPO-clip vs behavior log-probs         | learner.ppo_epochs |
+| rloo      | leave-one-out (/ std if rloo_scale_std) | PPO-clip (rloo_loss: clip; is = the IS one below) | 1  |
+| reinforce | running-mean baseline (reinforce_baseline: group = group mean / batch std) | PPO-clip (reinforce_loss: is = policy gradient x truncated IS weights) | 1 |
+| ppo       | running-mean (or group, ppo_baseline) baseline / batch std | PPO-clip vs behavior log-probs | learner.ppo_epochs |
 
 The clip's upper bound is `1 + learner.clip_eps_high` (0 = clip_eps), `learner.dual_clip`
 bounds negative advantages' objective, and `learner.is_level: sequence` clips one ratio per
@@ -72,13 +72,20 @@ def _leave_one_out(rewards, group_index, cfg, baseline) -> Tensor:
     return adv.leave_one_out(rewards, group_index, scale_std=cfg.rloo_scale_std)
 
 
-def _running_baseline(rewards, group_index, cfg, baseline) -> Tensor:
+def _reinforce(rewards, group_index, cfg, baseline) -> Tensor:
+    # learner.reinforce_baseline: the running mean over all rewards (the one `baseline` carries
+    # between steps), or the prompt's group mean, batch-scaled (REINFORCE++-baseline).
+    if cfg.reinforce_baseline == "group":
+        return adv.group_scaled(rewards, group_index)
     return adv.reinforce_baseline(rewards, baseline)
 
 
 def _scaled_baseline(rewards, group_index, cfg, baseline) -> Tensor:
     # ppo: no critic for sequence rewards; a running baseline, scaled by the batch's std (not
-    # re-centred on the batch mean, which would cancel the baseline).
+    # re-centred on the batch mean, which would cancel the baseline). `ppo_baseline: group`
+    # centres each reward on its own group's mean instead (REINFORCE++-baseline).
+    if cfg.ppo_baseline == "group":
+        return adv.group_scaled(rewards, group_index)
     return adv.scaled_baseline(rewards, baseline)
 
 
@@ -122,10 +129,26 @@ def weighted_pg_loss(
     return LossResult(loss, {k: float(v) for k, v in {**stats, **is_stats}.items()})
 
 
+def _clip_or_is(key: str):
+    """The loss `learner.<key>` names: `clip_loss` (clip: PPO-clip, the peers' RLOO and
+    REINFORCE++ loss) or `weighted_pg_loss` (is: policy gradient x truncated IS weights)."""
+
+    def loss(logprobs, behavior_logprobs, mask, advantages, cfg: LearnerConfig) -> LossResult:
+        chosen = clip_loss if getattr(cfg, key) == "clip" else weighted_pg_loss
+        return chosen(logprobs, behavior_logprobs, mask, advantages, cfg)
+
+    loss.__name__ = key
+    return loss
+
+
+rloo_loss = _clip_or_is("rloo_loss")
+reinforce_loss = _clip_or_is("reinforce_loss")
+
+
 ALGORITHM_TABLE: dict[str, Algorithm] = {
     "grpo": Algorithm("grpo", _group_relative, clip_loss),
-    "rloo": Algorithm("rloo", _leave_one_out, weighted_pg_loss),
-    "reinforce": Algorithm("reinforce", _running_baseline, weighted_pg_loss),
+    "rloo": Algorithm("rloo", _leave_one_out, rloo_loss),
+    "reinforce": Algorithm("reinforce", _reinforce, reinforce_loss),
     "ppo": Algorithm("ppo", _scaled_baseline, clip_loss, epochs=lambda cfg: cfg.ppo_epochs),
 }
 

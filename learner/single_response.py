@@ -7,9 +7,10 @@
     A_i /= max(s[k_i], 0.1)                   with serve.scale_advantages: s[k]^2 = running mean
                                               of A^2 for k (starts at 0.25, a fair coin's)
     loss = the loss of learner.algorithm's row, with these advantages:
-      grpo, ppo:        PPO-clip, ratio pi / pi_behavior clipped to [1 - clip_eps, 1 + clip_eps]
+      every row (default): PPO-clip, ratio pi / pi_behavior clipped to [1 - clip_eps, 1 + clip_eps]
                         (a stale response can move the policy only so far from what served it)
-      reinforce, rloo:  -mean( min(pi / pi_behavior, learner.is_cap) * A_i * log pi ), truncated
+      reinforce, rloo with learner.reinforce_loss / rloo_loss = is:
+                        -mean( min(pi / pi_behavior, learner.is_cap) * A_i * log pi ), truncated
                         importance weights (per token or per completion: learner.is_level)
 
 This is REINFORCE with a per-context baseline: the baseline removes what the context alone

@@ -7,8 +7,9 @@ A          <- algo.advantages(rewards, groups)          # grpo | rloo | reinforc
 mask       <- 0 on cut-off completions              # learner.mask_truncated (overlong filtering)
 for each micro-batch (learner.micro_batch_size rows; 0 = all), gradients accumulating:
   log pi, H <- selective log-softmax of policy(prompt + completion)   # chunked, no [B, T, V] f32
-grpo, ppo:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss)
-rloo, reinforce: loss = -A * log pi * min(pi / pi_behavior, cap)   (truncated IS)
+every row:  loss = -clip-objective(ratio = pi / pi_behavior, A)       (algo.loss)
+rloo, reinforce with rloo_loss / reinforce_loss = is:
+            loss = -A * log pi * min(pi / pi_behavior, cap)              (truncated IS)
 loss      += kl_coef * KL(pi || pi_ref) - entropy_coef * H(pi)   # pi_ref: a frozen copy, or
                                                  # with LoRA the base itself, adapter off
 loss      -= first_token_entropy_coef * mean_rows H(pi at the first completion token)

@@ -17,12 +17,17 @@ from .base import (
     one_of,
 )
 
+RLOO_LOSSES = ("is", "clip")
+PPO_BASELINES = ("running", "group")
+REINFORCE_LOSSES = ("is", "clip")
+REINFORCE_BASELINES = ("running", "group")
+
 
 @dataclass(frozen=True)
 class LearnerConfig(_Section):
     section: ClassVar[str] = "learner"
     algorithm: str = "grpo"
-    """grpo (group-relative, PPO-clip), rloo, reinforce (running-mean baseline), ppo."""
+    """grpo (group-relative, PPO-clip), rloo, reinforce (running-mean baseline, PPO-clip), ppo."""
     lr: float = 5e-4
     """Adam learning rate (>= 7e-4 destabilizes the default model: gibberish or a stuck reader)."""
     lr_schedule: str = "constant"
@@ -47,6 +52,10 @@ class LearnerConfig(_Section):
     log_ratio_bound: float = 20.0
     """Clamp log(pi / pi_old) and log(pi_ref / pi) to +-this before exp, so one extreme token
     cannot overflow a ratio into a NaN step."""
+    ppo_baseline: str = "running"
+    """ppo: what a reward is measured against before the batch-std scaling: running (a moving
+    mean of all rewards) or group (the mean of its own group, OpenRLHF's REINFORCE++-baseline).
+    group did not free the news feed's stuck reader: 18 of 20 seeds (bench/README.md, seeds)."""
     ppo_epochs: int = 1
     """ppo: optimizer passes over each batch, all clipped against the behavior log-probs."""
     is_cap: float = 2.0
@@ -60,6 +69,18 @@ class LearnerConfig(_Section):
     rloo_scale_std: bool = False
     """rloo: divide leave-one-out advantages by the group's std, as grpo's scale_std does. Not
     a fix for the news feed's stuck reader: 7 of 10 seeds reached (bench/README.md, seeds)."""
+    rloo_loss: str = "clip"
+    """rloo: clip (PPO-clip against the behavior log-probs, as grpo and ppo; the loss TRL,
+    OpenRLHF and verl pair with RLOO) or is (policy gradient x truncated importance weights,
+    the old default: 14 of 20 news-feed seeds, one reader stuck; bench/README.md, seeds)."""
+    reinforce_baseline: str = "running"
+    """reinforce: running (r minus a running mean over all rewards) or group (r minus its
+    prompt group's mean, scaled by the batch's std: REINFORCE++-baseline; twice the step, 3 of
+    4 hard news-feed seeds; bench/README.md, seeds)."""
+    reinforce_loss: str = "clip"
+    """reinforce: clip (PPO-clip against the behavior log-probs, as OpenRLHF trains its
+    REINFORCE++ estimators: 19 of 20 news-feed seeds, none collapsed) or is (policy gradient x
+    truncated importance weights: 13 of 20, 4 collapsed into malformed text; bench/README.md)."""
     aggregation: str = "token"
     """Loss aggregation: token (mean over all tokens), sequence (mean of per-sequence means) or
     constant (sum / (B x norm_tokens), Dr. GRPO's; with scale_std=false that is Dr. GRPO)."""
@@ -175,8 +196,22 @@ class LearnerConfig(_Section):
             self.norm_tokens >= 0, self.key("norm_tokens"), "must be >= 0 (0 = max_new_tokens)"
         )
         _require(self.ppo_epochs >= 1, self.key("ppo_epochs"), "must be >= 1")
+        _require(
+            self.ppo_baseline in PPO_BASELINES, self.key("ppo_baseline"), one_of(PPO_BASELINES)
+        )
         _require(self.is_cap >= 1, self.key("is_cap"), "must be >= 1")
         _require(self.is_level in IS_LEVELS, self.key("is_level"), one_of(IS_LEVELS))
+        _require(self.rloo_loss in RLOO_LOSSES, self.key("rloo_loss"), one_of(RLOO_LOSSES))
+        _require(
+            self.reinforce_loss in REINFORCE_LOSSES,
+            self.key("reinforce_loss"),
+            one_of(REINFORCE_LOSSES),
+        )
+        _require(
+            self.reinforce_baseline in REINFORCE_BASELINES,
+            self.key("reinforce_baseline"),
+            one_of(REINFORCE_BASELINES),
+        )
         _require(self.aggregation in AGGREGATIONS, self.key("aggregation"), one_of(AGGREGATIONS))
         _require(self.kl_coef >= 0, self.key("kl_coef"), "must be >= 0")
         _require(

@@ -116,7 +116,7 @@ def test_is_level_reaches_the_trainer():
     sequence = float(log_w.sum(1).exp().clamp(max=2.0).mean())
     stats = {}
     for level in ("token", "sequence"):
-        cfg = LearnerConfig(algorithm="rloo", lr=1e-2, is_level=level)
+        cfg = LearnerConfig(algorithm="rloo", rloo_loss="is", lr=1e-2, is_level=level)
         stats[level] = Trainer(tiny_model(), cfg, pad_id=PAD).step(groups)["is_mean"]
     assert stats["token"] == pytest.approx(token, rel=1e-5)
     assert stats["token"] == pytest.approx(math.exp(0.3), rel=2e-2)

@@ -63,3 +63,44 @@ def test_whiten_guards_entries_without_spread():
     # not centred: the scale is the std, the offset stays
     y = whiten(torch.tensor([1.0, 3.0]), center=False)  # std 1
     assert y.tolist() == pytest.approx([1.0, 3.0])
+
+
+# -- learner.ppo_baseline: group (REINFORCE++-baseline) --------------------------------------
+def test_group_baseline_hand_worked():
+    # groups {1, 0, 0, 0} and {1, 1, 0, 0}: means 0.25 and 0.5, centred
+    # [0.75, -0.25, -0.25, -0.25, 0.5, 0.5, -0.5, -0.5]; their batch mean is 0 and population
+    # var (0.5625 + 3 * 0.0625 + 4 * 0.25) / 8 = 0.21875, std 0.467707:
+    # A = [1.603567, -0.534522 x 3, 1.069045 x 2, -1.069045 x 2]. The running mean is unused.
+    r = torch.tensor([1.0, 0, 0, 0, 1, 1, 0, 0])
+    gi = torch.tensor([7, 7, 7, 7, 3, 3, 3, 3])
+    baseline = RunningMean()
+    cfg = LearnerConfig(algorithm="ppo", ppo_baseline="group")
+    a = ALGORITHM_TABLE["ppo"].advantages(r, gi, cfg, baseline)
+    assert a.tolist() == pytest.approx(
+        [1.603567] + [-0.534522] * 3 + [1.069045] * 2 + [-1.069045] * 2, abs=1e-6
+    )
+    assert baseline.value is None
+
+
+def test_group_baseline_ignores_how_a_prompt_does_against_the_others():
+    # the same two groups, the second lifted by 10: a running mean would push all of its
+    # samples up; the group baseline gives it the same advantages as before, and a group of
+    # equal rewards gets 0.
+    cfg = LearnerConfig(algorithm="ppo", ppo_baseline="group")
+    gi = torch.tensor([0, 0, 1, 1, 2, 2])
+    low = torch.tensor([1.0, 0, 1, 0, 5, 5])
+    high = torch.tensor([1.0, 0, 11, 10, 5, 5])
+    a_low = ALGORITHM_TABLE["ppo"].advantages(low, gi, cfg, RunningMean())
+    a_high = ALGORITHM_TABLE["ppo"].advantages(high, gi, cfg, RunningMean())
+    assert a_low.tolist() == pytest.approx(a_high.tolist())
+    assert a_low[4:].tolist() == [0.0, 0.0]
+    assert (
+        ALGORITHM_TABLE["ppo"].advantages(low * 0 + 3, gi, cfg, RunningMean()).tolist() == [0.0] * 6
+    )
+
+
+def test_ppo_baseline_is_validated_naming_the_key():
+    from rewardloop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="learner.ppo_baseline: use one of running, group"):
+        LearnerConfig(ppo_baseline="critic")
