@@ -39,6 +39,9 @@ from rewardloop.bench import common, e2e_figures
 TRL_RATIO_MAX = 0.5
 MINIMAL_RATIO_MAX = 0.8  # issue 14 (issue 6 asked for 1.5)
 SYSTEMS = ("rewardloop", "trl", "minimal")
+# ray.init's error when its raylet did not register within Ray's fixed 30 s (a loaded machine):
+# nothing was measured yet, so the run is made again (`--start-retries`)
+RAY_START_TIMEOUT = "timed out during startup"
 
 
 def child_rewardloop(overrides: list[str], target: float) -> dict:
@@ -87,6 +90,8 @@ def child_rewardloop(overrides: list[str], target: float) -> dict:
         "time_to_target_s": _r(seen["to_target_s"]),
         "setup_s": _r(seen["setup_s"]),
         "cpu_to_target_s": _r(seen.get("cpu_to_target_s")),
+        # per process kind (bench/e2e_figures.py COMPONENTS): set-up, training, to target
+        "cpu_by_component": seen.get("cpu_by_component"),
         "steps": seen["steps"] if seen["steps"] is not None else summary.get("steps"),
         "seconds": round(total, 2),
         "curve": seen["curve"],
@@ -105,14 +110,19 @@ def _observe(record: dict, seen: dict, t_call: float, target: float) -> None:
     now = time.perf_counter() - t_call
     if seen["setup_s"] is None:
         seen["setup_s"] = now  # the step-0 evaluation is written just before training starts
+        seen["cpu_setup"] = e2e_figures.cpu_by_component(time.process_time() - seen["cpu0"])
     rates = record["by_key"]
     seen["curve"].append([record["step"], {k: round(v, 3) for k, v in rates.items()}])
     if seen["to_target_s"] is None and record["step"] > 0 and min(rates.values()) >= target:
         seen["to_target_s"], seen["steps"] = now, record["step"]
         # the driver's CPU seconds plus every process it started (Ray's, the actors')
-        seen["cpu_to_target_s"] = (
-            time.process_time() - seen["cpu0"] + e2e_figures.descendants_cpu_s()
-        )
+        by = e2e_figures.cpu_by_component(time.process_time() - seen["cpu0"])
+        seen["cpu_to_target_s"] = sum(by.values())
+        seen["cpu_by_component"] = {
+            "setup": seen["cpu_setup"],
+            "training": e2e_figures.component_delta(seen["cpu_setup"], by),
+            "to_target": by,
+        }
 
 
 def child_minimal(argv: list[str]) -> dict:
@@ -158,7 +168,8 @@ def _config(overrides: list[str]):
     return load_config(None, overrides)
 
 
-def run_once(system: str, seed: int, args) -> dict:
+def child_call(system: str, seed: int, args) -> tuple:
+    """(the child function, its arguments) that runs `system` once with this seed."""
     cfg = _config(args.overrides)
     lc, rc = cfg.learner, cfg.rollout
     lr = args.lr or lc.lr
@@ -180,84 +191,47 @@ def run_once(system: str, seed: int, args) -> dict:
                 args.target,
             ),
         )
-    elif system == "trl":
-        fn, fargs = (
-            child_trl,
-            (
-                [
-                    "--json",
-                    "--seed",
-                    str(seed),
-                    "--lr",
-                    str(lr),
-                    "--warmup-steps",
-                    str(warmup),
-                    "--kl-coef",
-                    str(lc.kl_coef),
-                    "--max-steps",
-                    str(args.max_steps),
-                    "--eval-every",
-                    str(args.eval_every),
-                    "--eval-samples-per-prompt",
-                    str(samples),
-                    "--target",
-                    str(args.target),
-                    "--time-cap-s",
-                    str(args.time_cap_s),
-                    "--max-new-tokens",
-                    str(rc.max_new_tokens),
-                    "--temperature",
-                    str(rc.temperature),
-                    "--group-size",
-                    str(rc.group_size),
-                    "--threads",
-                    str(args.peer_threads),
-                ],
-            ),
-        )
-    else:
-        fn, fargs = (
-            child_minimal,
-            (
-                [
-                    "--json",
-                    "--seed",
-                    str(seed),
-                    "--lr",
-                    str(lr),
-                    "--warmup-steps",
-                    str(warmup),
-                    "--kl-coef",
-                    str(lc.kl_coef),
-                    "--max-steps",
-                    str(args.max_steps),
-                    "--eval-every",
-                    str(args.eval_every),
-                    "--eval-samples",
-                    str(samples * 7),
-                    "--target",
-                    str(args.target),
-                    "--max-new-tokens",
-                    str(rc.max_new_tokens),
-                    "--temperature",
-                    str(rc.temperature),
-                    "--group-size",
-                    str(rc.group_size),
-                    "--threads",
-                    str(args.peer_threads),
-                ],
-            ),
-        )
+    else:  # the peers: the same settings as flags
+        shared = {
+            "seed": seed,
+            "lr": lr,
+            "warmup-steps": warmup,
+            "kl-coef": lc.kl_coef,
+            "max-steps": args.max_steps,
+            "eval-every": args.eval_every,
+            "target": args.target,
+            "max-new-tokens": rc.max_new_tokens,
+            "temperature": rc.temperature,
+            "group-size": rc.group_size,
+            "threads": args.peer_threads,
+        }
+        if system == "trl":
+            fn = child_trl
+            own = {"eval-samples-per-prompt": samples, "time-cap-s": args.time_cap_s}
+        else:
+            fn, own = child_minimal, {"eval-samples": samples * 7}
+        flags = [f for k, v in {**shared, **own}.items() for f in (f"--{k}", str(v))]
+        fargs = (["--json", *flags],)
+    return fn, fargs
+
+
+def run_once(system: str, seed: int, args) -> dict:
+    fn, fargs = child_call(system, seed, args)
     common.log(f"e2e: {system}, seed {seed}")
     if system == "trl" and importlib.util.find_spec("trl") is None:
         return _failed("trl is not installed: pip install -c constraints.txt -e '.[bench]'")
-    load_before = os.getloadavg()[0]
-    try:
-        with common.Workers(1, timeout_s=args.time_cap_s + 300) as workers:
-            res = workers.call(0, fn, *fargs)
-    except (RuntimeError, TimeoutError) as exc:  # one system failing must not hide the others
-        res = _failed(str(exc)[-2000:])
-    res["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # before, after
+    for attempt in range(1 + args.start_retries):
+        load_before = os.getloadavg()[0]
+        try:
+            with common.Workers(1, timeout_s=args.time_cap_s + 300) as workers:
+                res = workers.call(0, fn, *fargs)
+        except (RuntimeError, TimeoutError) as exc:  # one system failing must not hide the others
+            res = _failed(str(exc)[-2000:])
+        res["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]  # before, after
+        res["start_retries"] = attempt
+        if RAY_START_TIMEOUT not in (res.get("error") or ""):
+            break
+        common.log(f"e2e: {system}: Ray did not start (load {load_before:.1f}); again")
     common.log(
         f"e2e: {system} reached={res['reached']} time_to_target_s={res['time_to_target_s']}"
         f" steps={res['steps']}"
@@ -283,6 +257,7 @@ def summarize(runs: list[dict], cap: float) -> dict:
         "steps_to_target": [r["steps"] for r in runs if r["reached"]],
         # CPU seconds of all its processes up to the target (bench/e2e_figures.py says why)
         "cpu_to_target_s": common.spread(cpu) if (cpu := _cpu_figures(runs)) else None,
+        "cpu_by_component_median": e2e_figures.component_medians(runs),
         "setup_s": common.median(r["setup_s"] for r in runs if r["setup_s"] is not None),
         "cap_s": cap,
     }
@@ -292,7 +267,7 @@ def _cpu_figures(runs: list[dict]) -> list[float]:
     return [r["cpu_to_target_s"] for r in runs if r["reached"] and r.get("cpu_to_target_s")]
 
 
-def main(argv: list[str]) -> dict:
+def parse_args(argv: list[str]):
     p = common.parser("e2e", __doc__.split("\n")[0])
     p.set_defaults(repeats=1)
     p.add_argument("--systems", default=",".join(SYSTEMS))
@@ -310,6 +285,13 @@ def main(argv: list[str]) -> dict:
         help="torch threads of the single-process peers (rewardloop's processes use 1 each; "
         "2 threads on a shared 2-core machine made the minimal loop 15-40x slower)",
     )
+    p.add_argument("--first-seed", type=int, default=0, help="seeds K .. K + repeats - 1")
+    p.add_argument(
+        "--start-retries",
+        type=int,
+        default=2,
+        help="runs again a run whose Ray did not start (ray.init's 30 s raylet timeout)",
+    )
     p.add_argument("--partial", default="", help="write the JSON so far here after each round")
     p.add_argument("--lr", type=float, default=None, help="default: rewardloop's learner.lr")
     p.add_argument("--warmup-steps", type=int, default=None)
@@ -320,10 +302,14 @@ def main(argv: list[str]) -> dict:
         default=[],
         help="rewardloop config override (lr/warm-up/KL are shared with the peers)",
     )
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> dict:
+    args = parse_args(argv)
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     runs: dict[str, list[dict]] = {s: [] for s in systems}
-    for seed in range(args.repeats):
+    for seed in range(args.first_seed, args.first_seed + args.repeats):
         for system in systems:
             runs[system].append(run_once(system, seed, args))
         if args.partial:  # the rounds so far, in case the rest never finish on a busy machine
@@ -376,6 +362,7 @@ def _result(args, argv: list[str], runs: dict[str, list[dict]]) -> dict:
             "prompts_per_step": 3,
             "max_new_tokens": cfg.rollout.max_new_tokens,
             "repeats": args.repeats,
+            "first_seed": args.first_seed,
             "rounds_done": min(len(r) for r in runs.values()) if runs else 0,
             "overrides": args.overrides,
             "time_cap_s": args.time_cap_s,

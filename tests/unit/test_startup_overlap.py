@@ -1,5 +1,7 @@
-"""cluster/startup.overlap: both jobs run at once, and either one's error reaches the caller."""
+"""cluster/startup: overlap runs both jobs at once (either one's error reaches the caller);
+lean_local_ray turns off what an embedded Ray does for nobody."""
 
+import os
 import threading
 
 import pytest
@@ -47,3 +49,16 @@ def test_a_foreground_error_wins_and_the_background_job_is_waited_for():
     with pytest.raises(RuntimeError, match="ray did not start"):
         overlap(finished.set, foreground)
     assert finished.is_set()
+
+
+def test_lean_local_ray_sets_its_defaults_only_for_an_embedded_ray(monkeypatch):
+    from rewardloop.cluster.startup import LEAN_RAY_ENV, lean_local_ray
+
+    for name in [*LEAN_RAY_ENV, "RAY_ADDRESS"]:
+        monkeypatch.delenv(name, raising=False)
+    lean_local_ray("ray://head:10001")  # attaching to a cluster: its own settings stand
+    assert not any(name in os.environ for name in LEAN_RAY_ENV)
+    monkeypatch.setenv("RAY_task_events_report_interval_ms", "1000")  # the user's value wins
+    lean_local_ray("")
+    assert os.environ["RAY_task_events_report_interval_ms"] == "1000"
+    assert os.environ["RAY_enable_metrics_collection"] == "0"
