@@ -1,4 +1,4 @@
-"""Shared fixtures: a small default model built once per session, and one local Ray."""
+"""Shared fixtures: a small default model built once per session (and loaded once per module), and one local Ray."""
 
 from __future__ import annotations
 
@@ -21,6 +21,21 @@ def model_cache() -> str:
     cache = os.environ.get("REWARDLOOP_TEST_CACHE") or ModelConfig().cache_dir
     ensure_default_model(ModelConfig(cache_dir=cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def policy(model_cache):
+    """The default model and tokenizer, loaded once per test module, with one torch thread
+    (the rollout and reward-fault tests generate with it directly, no Ray)."""
+    import torch
+
+    from rewardloop.config import load_config
+    from rewardloop.modeling import load_policy
+
+    torch.set_num_threads(1)
+    cfg = load_config(None, [f"model.cache_dir={model_cache}"])
+    model, tokenizer, _ = load_policy(cfg.model)
+    return model, tokenizer
 
 
 @pytest.fixture(scope="session")

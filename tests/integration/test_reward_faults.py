@@ -17,7 +17,6 @@ import asyncio
 import threading
 
 import pytest
-import torch
 from aiohttp import web
 from feedback_testutil import AioServer, run_bounded
 
@@ -26,19 +25,10 @@ from rewardloop.config import load_config
 from rewardloop.feedback.gateway.score_server import ScoreServer
 from rewardloop.feedback.sources.factory import make_reward_source
 from rewardloop.feedback.sources.transport import call_budget_s
-from rewardloop.modeling import load_policy
 from rewardloop.sink import ListSink
 from rewardloop.tasks import get_task
 
 TIMEOUT_S, RETRIES, GENERATIONS = 0.3, 2, 2
-
-
-@pytest.fixture(scope="module")
-def policy(model_cache):
-    torch.set_num_threads(1)
-    cfg = load_config(None, [f"model.cache_dir={model_cache}"])
-    model, tokenizer, _ = load_policy(cfg.model)
-    return model, tokenizer
 
 
 class Service:

@@ -13,13 +13,11 @@ import threading
 from collections import Counter
 
 import pytest
-import torch
 from feedback_testutil import run_bounded
 
 from rewardloop.actors.rollout import RolloutWorker
 from rewardloop.config import load_config
 from rewardloop.feedback.sources.for_task import train_reward_source
-from rewardloop.modeling import load_policy
 from rewardloop.scoring import Score
 from rewardloop.sink import ListSink
 from rewardloop.tasks import get_task
@@ -62,14 +60,6 @@ class RecordingWorker(RolloutWorker):
         out = super().generate(n_groups)
         self.generated = [*getattr(self, "generated", []), *out]
         return out
-
-
-@pytest.fixture(scope="module")
-def policy(model_cache):
-    torch.set_num_threads(1)
-    cfg = load_config(None, [f"model.cache_dir={model_cache}"])
-    model, tokenizer, _ = load_policy(cfg.model)
-    return model, tokenizer
 
 
 @pytest.mark.parametrize("delayed", [False, True], ids=["immediate", "delayed"])

@@ -52,14 +52,6 @@ class Publisher:
             return self._newest(newer_than)
 
 
-@pytest.fixture(scope="module")
-def policy(model_cache):
-    torch.set_num_threads(1)
-    cfg = load_config(None, [f"model.cache_dir={model_cache}"])
-    model, tokenizer, _ = load_policy(cfg.model)
-    return model, tokenizer
-
-
 def small_cfg(model_cache, *overrides):
     return load_config(
         None,
