@@ -38,12 +38,13 @@ class RecordingBuffer(TrajectoryBuffer):
         self.accepted: list[str] = []
         self.verdicts: Counter[str] = Counter()
 
-    def add(self, traj, current_version):
-        status, reason = super().add(traj, current_version)
-        self.verdicts[status] += 1
-        if status == "accepted":
-            self.accepted.append(traj.id)
-        return status, reason
+    def add_batch(self, trajs, current_version):  # `add` of one row comes here too
+        verdicts = super().add_batch(trajs, current_version)
+        for traj, (status, _) in zip(trajs, verdicts, strict=True):
+            self.verdicts[status] += 1
+            if status == "accepted":
+                self.accepted.append(traj.id)
+        return verdicts
 
 
 def main() -> None:
