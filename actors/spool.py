@@ -60,6 +60,7 @@ from rewardloop.actors.spool_replay import covered as _covered
 from rewardloop.actors.spool_replay import note_answer as _note
 from rewardloop.actors.spool_replay import replay
 from rewardloop.pb import trajectory_pb2
+from rewardloop.run_outputs import read_records
 from rewardloop.trajectory import Trajectory
 from rewardloop.wire import trajectory_from_proto, trajectory_to_proto
 
@@ -74,23 +75,6 @@ def spool_root(cfg) -> Path:
     return Path(cfg.rollout.spool_dir) if cfg.rollout.spool_dir else Path(cfg.out) / "spool"
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The lines of a JSON-lines file; a torn or garbled line (a kill mid-write) is skipped."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    out = []
-    for line in raw.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
-
-
 def read_journal(worker_dir: str | Path) -> dict:
     """What one worker's journal says, every id of it (the driver's report; a reopened spool
     replays it instead, keeping only what is held: actors/spool_replay.py):
@@ -103,7 +87,7 @@ def read_journal(worker_dir: str | Path) -> dict:
     answers: dict[str, tuple[str, int]] = {}
     durable: dict[str, int] = {}
     released: set[str] = set()
-    for record in read_jsonl(Path(worker_dir) / JOURNAL):
+    for record in read_records(Path(worker_dir) / JOURNAL):
         for tid in record.get("sent", ()):
             sent[tid] = int(record.get("seg", 0))
         if "acked" in record:
@@ -302,7 +286,7 @@ class Spool:
                 want.setdefault(self._held[tid], set()).add(tid)
         found: dict[str, Trajectory] = {}
         for seg, wanted in sorted(want.items()):
-            for record in read_jsonl(self._segment_path(seg)):
+            for record in read_records(self._segment_path(seg)):
                 if record.get("id") in wanted:
                     found[record["id"]] = _decode(record["p"])
         missing = [tid for tid in ids if tid in self._held and tid not in found]

@@ -12,9 +12,10 @@ what the spool held at the worst moment of the journal (the credits plus the ans
 from __future__ import annotations
 
 import collections
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from rewardloop.run_outputs import iter_records
 
 
 def note_answer(answers: dict, tid: str, inc: str, version: int) -> None:
@@ -43,22 +44,6 @@ class Replayed:
     dropped: int = 0
     released: int = 0
     peak_held: int = 0  # the most ids held at once while replaying (its memory bound)
-
-
-def iter_records(path: Path):
-    """The journal's records, one line at a time; a torn or garbled line is skipped."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return
-    with f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
 
 
 def replay(path: Path, retain_acked: int) -> Replayed:

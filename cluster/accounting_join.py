@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rewardloop.learner.accounting import OUTCOMES
+from rewardloop.run_outputs import iter_raw_records, iter_records
 
 BATCH = 4096  # audit lines per insert
 DROPPED_ONLY = 1 << 40  # journal order of a worker's drops of ids it never sent: after the sent
@@ -37,28 +38,6 @@ CREATE TABLE acked (worker TEXT, id TEXT, PRIMARY KEY (worker, id));
 CREATE TABLE dropped (worker TEXT, id TEXT, outcome TEXT, reason TEXT, PRIMARY KEY (worker, id));
 CREATE TABLE learner (id TEXT PRIMARY KEY, line TEXT, n INTEGER);
 """
-
-
-def lines(path: Path) -> Iterator[dict]:
-    """A JSON-lines file's records, one at a time; a torn or garbled line is skipped."""
-    for _, record in raw_lines(path):
-        yield record
-
-
-def raw_lines(path: Path) -> Iterator[tuple[bytes, dict]]:
-    """(the line, its record) of a JSON-lines file, as `lines`."""
-    try:
-        f = Path(path).open("rb")
-    except FileNotFoundError:
-        return
-    with f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield raw, record
 
 
 class Join:
@@ -85,7 +64,7 @@ class Join:
         self.workers.append(worker)
         db, n = self.db, 0
         db.execute("BEGIN")
-        for record in lines(path):
+        for record in iter_records(path):
             sent = record.get("sent", ())
             db.executemany(
                 "INSERT OR IGNORE INTO journal VALUES (?, ?, ?, 1)",
@@ -122,7 +101,7 @@ class Join:
             batch.clear()
 
         db.execute("BEGIN")
-        for raw, line in raw_lines(path):
+        for raw, line in iter_raw_records(path):
             outcome = line.get("outcome")
             if outcome == "duplicate":
                 self.duplicates[line.get("worker", "")] += 1

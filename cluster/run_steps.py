@@ -17,10 +17,10 @@ line. reward_curve.png, which plots every step, reads its points from metrics.js
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from rewardloop.learner.step_log import StepLog
+from rewardloop.run_outputs import iter_records
 
 KEEP = 1024
 FIRST = 5  # rewardloop.run_summary.TAIL_STEPS: the start of a `train_reward` metric
@@ -69,24 +69,11 @@ class RunSteps(StepLog):
         }
 
 
-def _lines(path: Path):
-    try:
-        f = Path(path).open(encoding="utf-8")
-    except FileNotFoundError:
-        return
-    with f:
-        for line in f:
-            try:
-                yield json.loads(line)
-            except ValueError:  # a torn last line
-                continue
-
-
 def from_metrics(path: Path, keep: int = KEEP) -> tuple[RunSteps, list[dict]]:
     """(step records, evaluations) a resumed run's metrics.jsonl already holds (as
     cluster/resume.py `previous_records`, without holding every record)."""
     steps, evals = RunSteps(keep), []
-    for r in _lines(path):
+    for r in iter_records(path):
         if "event" not in r:
             steps.append(r)
         elif r.get("event") == "eval" and "checkpoint" not in r:
@@ -100,6 +87,6 @@ def reward_points(path: Path) -> list[dict]:
     rewardloop.run_outputs.plot_reward_curve reads of them."""
     return [
         {"step": r.get("step", 0), "reward_by_key": r.get("reward_by_key", {})}
-        for r in _lines(path)
+        for r in iter_records(path)
         if "event" not in r
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -24,19 +25,33 @@ class MetricsLog:
         self._file.close()
 
 
-def read_records(path: Path) -> list[dict]:
-    """The lines of a metrics.jsonl ([] when absent; a torn last line is skipped)."""
+def iter_raw_records(path: Path) -> Iterator[tuple[bytes, dict]]:
+    """(the line, its record) of a JSON-lines file, one at a time, nothing when it is absent; a
+    torn or garbled line (not JSON, or not an object) is skipped: the one reader of the run's
+    JSONL files (metrics, audits, spool journals)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        f = Path(path).open("rb")
     except FileNotFoundError:
-        return []
-    out = []
-    for line in text.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
+        return
+    with f:
+        for raw in f:
+            try:
+                record = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield raw, record
+
+
+def iter_records(path: Path) -> Iterator[dict]:
+    """The records of a JSON-lines file, one at a time, as `iter_raw_records`."""
+    for _, record in iter_raw_records(path):
+        yield record
+
+
+def read_records(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl or audit file, all at once ([] when absent)."""
+    return list(iter_records(path))
 
 
 def plot_reward_curve(steps: list[dict], evals: list[dict], path: Path) -> Path:
