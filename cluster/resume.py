@@ -38,7 +38,7 @@ import ray
 
 from rewardloop.config import RunConfig, replace
 from rewardloop.errors import ConfigError, RewardLoopError
-from rewardloop.run_outputs import MetricsLog, read_records
+from rewardloop.run_outputs import MetricsLog
 
 log = logging.getLogger(__name__)
 RESUME_DIR = "resume"
@@ -198,16 +198,6 @@ def prepare_dir(out: Path, resume: bool) -> None:
             raise ConfigError(f"--resume: {out} has no config.json (not a run directory)")
     elif root.exists():
         shutil.rmtree(root)
-
-
-def previous_records(out: Path) -> tuple[list[dict], list[dict]]:
-    """(step records, evaluations) a resumed run's metrics.jsonl already holds."""
-    records = read_records(Path(out) / "metrics.jsonl")
-    steps = [r for r in records if "event" not in r]
-    evals = [r for r in records if r.get("event") == "eval" and "checkpoint" not in r]
-    for e in evals:
-        e.pop("event", None)
-    return steps, evals
 
 
 def resume_args(args) -> None:

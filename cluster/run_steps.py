@@ -70,8 +70,8 @@ class RunSteps(StepLog):
 
 
 def from_metrics(path: Path, keep: int = KEEP) -> tuple[RunSteps, list[dict]]:
-    """(step records, evaluations) a resumed run's metrics.jsonl already holds (as
-    cluster/resume.py `previous_records`, without holding every record)."""
+    """(step records, evaluations) a resumed run's metrics.jsonl already holds, read line by
+    line into a bounded `RunSteps` (evaluations are few: one per `eval.every_steps`)."""
     steps, evals = RunSteps(keep), []
     for r in iter_records(path):
         if "event" not in r:
