@@ -33,6 +33,15 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row, with probability `probs` (rows need not sum to 1): the inverse CDF at
+    one uniform per row. Same distribution as torch.multinomial(probs, 1), which on CPU draws
+    one exponential per vocabulary entry (measured: ~25 % of a worker's generation CPU)."""
+    cdf = probs.cumsum(-1)
+    u = torch.rand(cdf.shape[0], 1, generator=generator, dtype=cdf.dtype, device=cdf.device)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_(max=cdf.shape[-1] - 1)[:, 0]
+
+
 @torch.no_grad()
 def sample_completions(
     model: torch.nn.Module,
@@ -67,7 +76,7 @@ def sample_completions(
     for _ in range(max_new_tokens):
         logits = out.logits[:, -1, :].float() / temperature
         logprobs = torch.log_softmax(logits, dim=-1)
-        token = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
+        token = draw(logprobs.exp(), generator)
         tokens.append(torch.where(finished, torch.full_like(token, pad_id), token))
         logps.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
         finished = finished | (token == eos_id)
