@@ -24,10 +24,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rewardloop.config import RunConfig
 from rewardloop.errors import ConfigError
 
+from .startup import lean_head
+
 
 def connect(cfg: RunConfig) -> None:
     """Join cfg.cluster.address (else RAY_ADDRESS), or start an embedded local Ray sized for
-    the run; nothing when this process is already connected."""
+    the run, without the head processes it never uses (`lean_head`); nothing when this process
+    is already connected."""
     if ray.is_initialized():
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -45,13 +48,14 @@ def connect(cfg: RunConfig) -> None:
         cfg.cluster.learner_resources.get("CPU", 1) + per_worker * cfg.rollout.num_workers
     )
     num_cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, needed)
-    ray.init(
-        num_cpus=max(num_cpus, needed),
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="WARNING",
-    )
+    with lean_head():  # no autoscaler monitor, no dashboard head (cluster/startup.py)
+        ray.init(
+            num_cpus=max(num_cpus, needed),
+            include_dashboard=False,
+            log_to_driver=True,
+            configure_logging=True,
+            logging_level="WARNING",
+        )
 
 
 def learner_gpus(cfg: RunConfig) -> float:
