@@ -103,7 +103,7 @@ def measure(
         for t in [old] + (
             [_traj(trained_ids[v - 3], "x", v - 3, g, 0.0)] if v - 3 in trained_ids else []
         ):
-            if service.ledger.decided(t.id):  # as ingest's _admit_rows does
+            if service.ledger.decided(t.id):  # as ingest_admit.admit_rows does
                 service.ledger.duplicate(t.id, "w0")
                 continue
             status, reason = service.buffer.add(t, v)

@@ -32,9 +32,9 @@ import grpc
 
 from rewardloop import grpc_util
 from rewardloop.auth import ServerSecurity
-from rewardloop.errors import InvalidInput
 from rewardloop.learner.buffer import TrajectoryBuffer
 from rewardloop.learner.credits import CreditLedger, Grant
+from rewardloop.learner.ingest_admit import admit_rows
 from rewardloop.learner.ingest_protocol import (
     SERVICE_NAME,
     batch_problem,
@@ -47,13 +47,6 @@ from rewardloop.wire import trajectories_from_protos
 from rewardloop.wire_columns import trajectories_from_columns
 
 log = logging.getLogger(__name__)
-
-
-_DUPLICATE = ("duplicate", "")
-
-
-def _worker_mismatch(sent: str, hello: str) -> str:
-    return f"worker_id: {sent!r} differs from the stream's hello worker_id {hello!r}"
 
 
 _POLL_S = 0.5  # how often an idle response generator checks that its RPC is still alive
@@ -272,7 +265,9 @@ class IngestServer:
             ids = [msg.id for msg in msgs]
             decoded = trajectories_from_protos(msgs[:allowed], self._vocab_size, self._max_tokens)
         with self.buffer.admitting():  # one buffer lock for the whole batch, not one per row
-            accepted, duplicate = self._admit_rows(st, ack, ids, decoded, version)
+            accepted, duplicate = admit_rows(
+                self.buffer, self._reject, st.worker_id, ack, ids, decoded, version
+            )
         for tid in ids[allowed:]:
             self._reject(ack, tid, f"credits: exceeded (batch of {n}, {allowed} credits left)")
         if not columns:
@@ -288,53 +283,6 @@ class IngestServer:
             self._counts["duplicate"] += len(duplicate)
         self._send_grants(self._credits.release(st.worker_id, allowed - len(accepted)))
         return ack
-
-    def _admit_rows(self, st: StreamState, ack, ids: list[str], decoded: list, version: int):
-        """Each decoded row's verdict, in row order: (accepted ids, duplicate ids); rejections
-        go into `ack`. An id that already has an outcome is a duplicate (e.g. rejected, then
-        re-sent by a restarted worker); the ledger is asked once per batch, and a row rejected
-        here gets its outcome too, so a later row with its id is a duplicate. With no id twice
-        in the batch, no row's verdict depends on another's id: the buffer admits the rows in
-        one `add_batch`; else one `add` at a time, in order, as the verdicts then interleave."""
-        ledger, worker = self.buffer.ledger, st.worker_id
-        decided = ledger.decided_among(ids[: len(decoded)])
-        unique = len(set(ids)) == len(ids)
-        verdicts: list = []  # per row: InvalidInput, (status, reason), or None: for the buffer
-        for tid, item in zip(ids, decoded, strict=False):
-            if isinstance(item, InvalidInput):
-                verdicts.append(item)
-            elif tid in decided:
-                verdicts.append(_DUPLICATE)
-            elif item.worker_id and item.worker_id != worker:
-                verdicts.append(("rejected", _worker_mismatch(item.worker_id, worker)))
-            else:
-                item.worker_id = worker
-                verdicts.append(None)
-        if unique:
-            rows = [x for x, v in zip(decoded, verdicts, strict=True) if v is None]
-            admitted = iter(self.buffer.add_batch(rows, version))
-        accepted: list[str] = []
-        duplicate: list[str] = []
-        for tid, item, verdict in zip(ids, decoded, verdicts, strict=False):
-            if isinstance(verdict, InvalidInput):
-                self._reject(ack, "" if verdict.field == "id" else tid, str(verdict))
-                if verdict.field != "id":
-                    decided.add(tid)
-                continue
-            if not unique and tid in decided:  # an earlier row of this batch decided it
-                verdict = _DUPLICATE
-            elif verdict is None:
-                verdict = next(admitted) if unique else self.buffer.add(item, version)
-            status, reason = verdict
-            if status == "accepted":
-                accepted.append(tid)
-            elif status == "duplicate":
-                ledger.duplicate(tid, worker)
-                duplicate.append(tid)
-            else:
-                self._reject(ack, tid, reason, worker, version)
-                decided.add(tid)
-        return accepted, duplicate
 
     def _reject(
         self,

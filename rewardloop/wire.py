@@ -34,6 +34,7 @@ MAX_TOKENS_KEY = "learner.max_trajectory_tokens"
 LOGPROB_MAX = 1e-4
 """Largest behavior log-prob accepted (log-probs are <= 0; this allows float rounding)."""
 IDS_DTYPE = np.dtype("<i4")
+_UIDS_DTYPE = np.dtype("<u4")
 LOGPROBS_DTYPE = np.dtype("<f4")
 _WIDTH = 4  # bytes per token id and per log-prob on the wire
 
@@ -197,6 +198,10 @@ def _length_problem(
 
 
 def ids_ok(ids: np.ndarray, vocab_size: int | None) -> bool:
+    """Every id in [0, vocab_size) (>= 0 without one): one pass, as unsigned (a negative
+    int32 is then >= 2**31, above any vocabulary)."""
+    if ids.dtype == IDS_DTYPE:
+        return bool(ids.view(_UIDS_DTYPE).max() < (2**31 if vocab_size is None else vocab_size))
     return bool(ids.min() >= 0 and (vocab_size is None or ids.max() < vocab_size))
 
 

@@ -5,8 +5,8 @@ so both ends pay per trajectory for building, serializing, parsing and reading i
 Python cost (about 3x a bare gRPC-Python message at 24 trajectories a batch) bounded ingest.
 Here a batch is one message of ~20 fields whatever its size: each field of all rows in one
 column (packed little-endian numbers, or one repeated string), the token arrays of all rows
-concatenated with their lengths in a column. The client encodes a batch with one list
-comprehension per field and three `np.concatenate`s; the learner checks every column's shape,
+concatenated with their lengths in a column. The client encodes a batch with one call per
+column (`wire_columns_encode.py`); the learner checks every column's shape,
 then each row's scalars and lengths as whole-column numpy comparisons, then the token ids and
 log-probs of the batch with one min/max pass each, and builds each Trajectory from views of the
 received bytes (no per-token Python objects, no copies).
@@ -22,6 +22,7 @@ every row gets that rejection, naming the column (`columns.<field>`).
 from __future__ import annotations
 
 import math
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from itertools import accumulate
@@ -41,60 +42,20 @@ from rewardloop.wire import (
     ids_ok,
     logprobs_ok,
 )
-
-LEN_DTYPE = np.dtype("<u4")  # prompt_lens, completion_lens, reward_part_counts
-REWARD_DTYPE = np.dtype("<f4")  # reward, reward_part_value, reward_part_weight
-VERSION_DTYPE = np.dtype("<i8")  # policy_version
-GROUP_SIZE_DTYPE = np.dtype("<i4")
-LATENCY_DTYPE = np.dtype("<f8")
+from rewardloop.wire_columns_encode import (  # noqa: F401 - the encoder, re-exported
+    GROUP_SIZE_DTYPE,
+    LATENCY_DTYPE,
+    LEN_DTYPE,
+    REWARD_DTYPE,
+    VERSION_DTYPE,
+    batch_to_columns,
+    fill_columns,
+)
 
 _new = object.__new__
 
 
-# ---- encode (the worker) ---------------------------------------------------------------
-
-
-def batch_to_columns(batch_seq: int, trajs: Sequence[Trajectory]) -> trajectory_pb2.TrajectoryBatch:
-    """One TrajectoryBatch in the column form (what `TrajectoryClient` sends)."""
-    batch = trajectory_pb2.TrajectoryBatch(batch_seq=batch_seq)
-    fill_columns(batch.columns, trajs)
-    return batch
-
-
-def fill_columns(cols: trajectory_pb2.TrajectoryColumns, trajs: Sequence[Trajectory]) -> None:
-    """Encode `trajs` into the empty `cols`: one list comprehension or numpy call per field."""
-    n = len(trajs)
-    if n == 0:
-        return
-    prompts = [t.prompt_ids for t in trajs]
-    completions = [t.completion_ids for t in trajs]
-    cols.id.extend([t.id for t in trajs])
-    cols.group_id.extend([t.group_id for t in trajs])
-    cols.prompt_lens = np.fromiter(map(len, prompts), LEN_DTYPE, n).tobytes()
-    cols.completion_lens = np.fromiter(map(len, completions), LEN_DTYPE, n).tobytes()
-    cols.prompt_ids = np.concatenate(prompts, dtype=IDS_DTYPE).tobytes()
-    cols.completion_ids = np.concatenate(completions, dtype=IDS_DTYPE).tobytes()
-    logprobs = [t.behavior_logprobs for t in trajs]
-    cols.logprob_lens = np.fromiter(map(len, logprobs), LEN_DTYPE, n).tobytes()
-    cols.behavior_logprobs = np.concatenate(logprobs, dtype=LOGPROBS_DTYPE).tobytes()
-    cols.reward = np.array([t.reward for t in trajs], REWARD_DTYPE).tobytes()
-    cols.policy_version = np.array([t.policy_version for t in trajs], VERSION_DTYPE).tobytes()
-    cols.group_size = np.array([t.group_size for t in trajs], GROUP_SIZE_DTYPE).tobytes()
-    cols.worker_id.extend([t.worker_id for t in trajs])
-    cols.prompt_key.extend([t.prompt_key for t in trajs])
-    parts = [p for t in trajs for p in t.reward_parts]
-    if parts:
-        cols.reward_part_counts = np.fromiter(
-            (len(t.reward_parts) for t in trajs), LEN_DTYPE, n
-        ).tobytes()
-        cols.reward_part_name.extend([p.name for p in parts])
-        cols.reward_part_value = np.array([p.value for p in parts], REWARD_DTYPE).tobytes()
-        cols.reward_part_weight = np.array([p.weight for p in parts], REWARD_DTYPE).tobytes()
-    cols.feedback_source.extend([t.feedback_source for t in trajs])
-    cols.feedback_latency_s = np.array(
-        [t.feedback_latency_s for t in trajs], LATENCY_DTYPE
-    ).tobytes()
-    cols.rater.extend([t.rater for t in trajs])
+# ---- the worker's Ack -------------------------------------------------------------------
 
 
 def accepted_ids(ack: trajectory_pb2.Ack, sent: Sequence[Trajectory]) -> list[str]:
@@ -233,6 +194,17 @@ def _sum_problem(cols: trajectory_pb2.TrajectoryColumns, c: _Columns) -> Invalid
     return None
 
 
+def _values(data: bytes, code: str) -> list:
+    """A packed little-endian column as a list of Python numbers: a `memoryview` cast on a
+    little-endian host (half numpy's cost for a few dozen values), else numpy."""
+    if _LITTLE:
+        return memoryview(data).cast(code).tolist()
+    return np.frombuffer(data, np.dtype(code).newbyteorder("<")).tolist()
+
+
+_LITTLE = sys.byteorder == "little"
+
+
 class _Columns:
     """A batch's columns once their sizes are right: per-row values as Python lists (cheaper
     than numpy for a few dozen rows), the token arrays as numpy views of the received bytes."""
@@ -240,26 +212,26 @@ class _Columns:
     def __init__(self, cols: trajectory_pb2.TrajectoryColumns, ids: list[str], n: int):
         self.ids = ids
         self.group_ids = list(cols.group_id)
-        self.prompt_lens = np.frombuffer(cols.prompt_lens, LEN_DTYPE).tolist()
-        self.completion_lens = np.frombuffer(cols.completion_lens, LEN_DTYPE).tolist()
+        self.prompt_lens = _values(cols.prompt_lens, "I")
+        self.completion_lens = _values(cols.completion_lens, "I")
         self.p_off = list(accumulate(self.prompt_lens, initial=0))
         self.c_off = list(accumulate(self.completion_lens, initial=0))
-        self.logprob_lens = np.frombuffer(cols.logprob_lens, LEN_DTYPE).tolist()
+        self.logprob_lens = _values(cols.logprob_lens, "I")
         self.l_off = list(accumulate(self.logprob_lens, initial=0))
-        self.reward = np.frombuffer(cols.reward, REWARD_DTYPE).tolist()
-        self.policy_version = np.frombuffer(cols.policy_version, VERSION_DTYPE).tolist()
+        self.reward = _values(cols.reward, "f")
+        self.policy_version = _values(cols.policy_version, "q")
         gs = cols.group_size
-        self.group_size = np.frombuffer(gs, GROUP_SIZE_DTYPE).tolist() if gs else [0] * n
+        self.group_size = _values(gs, "i") if gs else [0] * n
         self.worker_id = list(cols.worker_id) or [""] * n
         self.prompt_key = list(cols.prompt_key) or [""] * n
         self.feedback_source = list(cols.feedback_source) or [""] * n
         self.rater = list(cols.rater) or [""] * n
         lat = cols.feedback_latency_s
-        self.latency = np.frombuffer(lat, LATENCY_DTYPE).tolist() if lat else [0.0] * n
+        self.latency = _values(lat, "d") if lat else [0.0] * n
         counts = cols.reward_part_counts
         self.part_off = None
         if counts:
-            self.part_off = list(accumulate(np.frombuffer(counts, LEN_DTYPE).tolist(), initial=0))
+            self.part_off = list(accumulate(_values(counts, "I"), initial=0))
 
     def read_arrays(self, cols: trajectory_pb2.TrajectoryColumns) -> None:
         """The concatenated columns, once `_sum_problem` found their sizes right."""
@@ -268,8 +240,8 @@ class _Columns:
         self.logprobs = np.frombuffer(cols.behavior_logprobs, LOGPROBS_DTYPE)
         if self.part_off is not None:
             self.part_name = list(cols.reward_part_name)
-            self.part_value = np.frombuffer(cols.reward_part_value, REWARD_DTYPE).tolist()
-            self.part_weight = np.frombuffer(cols.reward_part_weight, REWARD_DTYPE).tolist()
+            self.part_value = _values(cols.reward_part_value, "f")
+            self.part_weight = _values(cols.reward_part_weight, "f")
 
 
 def _row_problems(c: _Columns, m: int, max_tokens: int | None) -> dict[int, InvalidInput]:
