@@ -72,6 +72,9 @@ def fixed_endpoints(ingest: str, weights: str) -> Endpoints:
     return lambda timeout_s: {"ingest": ingest, "weights": weights}
 
 
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0  # backoff between tries of the same learner
+
+
 class ExternalWorker:
     """One RolloutWorker against a learner reached over the network, reconnecting as needed."""
 
@@ -124,6 +127,8 @@ class ExternalWorker:
 
     def _loop(self, stop: threading.Event, max_generations: int | None) -> None:
         wait = self.wait_s
+        down_since = None  # start of the current outage: reconnect_s counts from there
+        backoff = RETRY_FIRST_S
         while not stop.is_set():
             try:
                 found = self._endpoints(wait)
@@ -131,10 +136,17 @@ class ExternalWorker:
                 self.stopped_because = "stopped" if stop.is_set() else f"learner gone: {exc}"
                 return
             if found.get("ingest") == self.target.get("ingest") and self.client is not None:
-                self.stopped_because = f"learner gone: unreachable for {self.reconnect_s}s"
-                return
-            self._connect(found)
+                # the same learner: one call's deadline (a weights long-poll cut mid-way) is
+                # not the learner gone; retry the same clients until reconnect_s has passed
+                if time.monotonic() - down_since >= self.reconnect_s:
+                    self.stopped_because = f"learner gone: unreachable for {self.reconnect_s}s"
+                    return
+                stop.wait(backoff)
+                backoff = min(2 * backoff, RETRY_MAX_S)
+            else:
+                self._connect(found)
             wait = self.reconnect_s
+            sent = self.worker.counters.get("sent", 0)
             try:
                 self.worker.run(stop, max_generations)  # a total: counted across reconnects
                 self.stopped_because = "stopped" if stop.is_set() else "max_generations"
@@ -143,6 +155,8 @@ class ExternalWorker:
                 if stop.is_set():
                     self.stopped_because = "stopped"
                     return
+                if down_since is None or self.worker.counters.get("sent", 0) > sent:
+                    down_since, backoff = time.monotonic(), RETRY_FIRST_S  # a new outage
                 log.warning("worker %s: %s; looking for the learner again", self.worker_id, exc)
         self.stopped_because = self.stopped_because or "stopped"
 
