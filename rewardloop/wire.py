@@ -20,6 +20,7 @@ any of its arrays is read.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -34,6 +35,8 @@ MAX_TOKENS_KEY = "learner.max_trajectory_tokens"
 LOGPROB_MAX = 1e-4
 """Largest behavior log-prob accepted (log-probs are <= 0; this allows float rounding)."""
 IDS_DTYPE = np.dtype("<i4")
+LITTLE_ENDIAN_HOST = sys.byteorder == "little"
+"""The wire's byte order is the host's: raw buffers can be joined / cast without a swap."""
 _UIDS_DTYPE = np.dtype("<u4")
 LOGPROBS_DTYPE = np.dtype("<f4")
 _WIDTH = 4  # bytes per token id and per log-prob on the wire

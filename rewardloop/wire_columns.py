@@ -22,7 +22,6 @@ every row gets that rejection, naming the column (`columns.<field>`).
 from __future__ import annotations
 
 import math
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from itertools import accumulate
@@ -35,6 +34,7 @@ from rewardloop.pb import trajectory_pb2
 from rewardloop.trajectory import RewardPart, Trajectory
 from rewardloop.wire import (
     IDS_DTYPE,
+    LITTLE_ENDIAN_HOST,
     LOGPROBS_DTYPE,
     MAX_ID_LEN,
     MAX_TOKENS_KEY,
@@ -197,12 +197,9 @@ def _sum_problem(cols: trajectory_pb2.TrajectoryColumns, c: _Columns) -> Invalid
 def _values(data: bytes, code: str) -> list:
     """A packed little-endian column as a list of Python numbers: a `memoryview` cast on a
     little-endian host (half numpy's cost for a few dozen values), else numpy."""
-    if _LITTLE:
+    if LITTLE_ENDIAN_HOST:
         return memoryview(data).cast(code).tolist()
     return np.frombuffer(data, np.dtype(code).newbyteorder("<")).tolist()
-
-
-_LITTLE = sys.byteorder == "little"
 
 
 class _Columns:

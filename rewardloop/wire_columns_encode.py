@@ -9,7 +9,6 @@ exactly those of the plain per-field encoding (`tests/unit/test_wire_columns.py`
 from __future__ import annotations
 
 import struct
-import sys
 from array import array
 from collections.abc import Sequence
 from operator import attrgetter
@@ -18,7 +17,7 @@ import numpy as np
 
 from rewardloop.pb import trajectory_pb2
 from rewardloop.trajectory import Trajectory
-from rewardloop.wire import IDS_DTYPE, LOGPROBS_DTYPE
+from rewardloop.wire import IDS_DTYPE, LITTLE_ENDIAN_HOST, LOGPROBS_DTYPE
 
 LEN_DTYPE = np.dtype("<u4")  # prompt_lens, completion_lens, reward_part_counts
 REWARD_DTYPE = np.dtype("<f4")  # reward, reward_part_value, reward_part_weight
@@ -78,21 +77,18 @@ _FIELDS = attrgetter(
     "policy_version", "worker_id", "group_size", "prompt_key", "reward_parts",
     "feedback_source", "feedback_latency_s", "rater",
 )  # fmt: skip
-_LITTLE = sys.byteorder == "little"
 
 
 def _joined(arrays: Sequence, dtype: np.dtype) -> bytes:
     """The arrays' values back to back in `dtype`: their raw bytes when they already are that
     (contiguous, 4-byte items: the joined size says so), else numpy's conversion."""
-    if _LITTLE:
+    if LITTLE_ENDIAN_HOST and all(getattr(a, "dtype", None) == dtype for a in arrays):
         try:
             out = b"".join(arrays)
-        except TypeError:  # not all contiguous buffers (a list, a strided view)
+        except TypeError:  # not all contiguous buffers (a strided view)
             pass
         else:
-            if len(out) == dtype.itemsize * sum(map(len, arrays)) and all(
-                getattr(a, "dtype", None) == dtype for a in arrays
-            ):
+            if len(out) == dtype.itemsize * sum(map(len, arrays)):  # 1-D, as Trajectory's
                 return out
     return np.concatenate(arrays, dtype=dtype).tobytes()
 
@@ -100,7 +96,7 @@ def _joined(arrays: Sequence, dtype: np.dtype) -> bytes:
 def _floats(values: Sequence, code: str, dtype: np.dtype) -> bytes:
     """Floats as packed `dtype` (`array` is a C loop; out-of-range values become inf, as in
     numpy, without its warning)."""
-    if _LITTLE:
+    if LITTLE_ENDIAN_HOST:
         try:
             return array(code, values).tobytes()
         except TypeError:  # e.g. a value numpy converts but `array` does not
