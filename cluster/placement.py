@@ -24,7 +24,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rewardloop.config import RunConfig
 from rewardloop.errors import ConfigError
 
-from .startup import lean_head
+from .startup import lean_head, lean_local_ray
 
 
 def connect(cfg: RunConfig) -> None:
@@ -43,6 +43,7 @@ def connect(cfg: RunConfig) -> None:
     # Ray starts worker processes at nice 15: the learner and the rollout actors would lose the
     # CPU to the driver's evaluations and to any other process. They are the run: nice 0.
     os.environ.setdefault("RAY_worker_niceness", "0")
+    lean_local_ray(address)  # no task events, no Ray metrics: nobody reads them here
     per_worker = cfg.cluster.rollout_resources.get("CPU", 1)
     needed = math.ceil(
         cfg.cluster.learner_resources.get("CPU", 1) + per_worker * cfg.rollout.num_workers

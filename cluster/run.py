@@ -41,7 +41,7 @@ from .pool import RolloutPool, idle_workers_hint
 from .resume import LearnerCalls, prepare_dir, restore_sigterm, sigterm_received, stop_on_sigterm
 from .run_steps import RunSteps, from_metrics, keep_for, reward_points
 from .scaling import Scaler
-from .startup import lean_local_ray, overlap
+from .startup import overlap
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
@@ -106,9 +106,7 @@ class Run:
         """Attach to a Ray this process already has, or connect/start one (and own it)."""
         self._t["ray_start"] = time.perf_counter()
         self.owns_ray = not ray.is_initialized()
-        if self.owns_ray:
-            lean_local_ray(self.cfg.cluster.address)  # an embedded Ray: no task events, metrics
-        connect(self.cfg)
+        connect(self.cfg)  # an embedded Ray starts lean (cluster/placement.py)
         stop_on_sigterm()  # after ray.init, which installs its own handler (cluster/resume.py)
 
     def launch(self) -> None:

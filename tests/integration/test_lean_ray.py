@@ -23,11 +23,10 @@ import json, os, sys, time
 import psutil, ray
 from ray._private.node import Node
 from rewardloop.cluster.placement import connect
-from rewardloop.cluster.startup import LEAN_HEAD_SKIPS, lean_local_ray
+from rewardloop.cluster.startup import LEAN_HEAD_SKIPS
 from rewardloop.config import load_config
 
 before = {name: getattr(Node, name) for name in LEAN_HEAD_SKIPS}
-lean_local_ray("")
 connect(load_config(None, ["cluster.num_cpus=2"]))
 
 @ray.remote(num_cpus=1)
