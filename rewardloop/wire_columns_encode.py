@@ -3,7 +3,7 @@
 
 Encoding is what a rollout worker pays per batch on top of gRPC's own cost, so each field of
 all rows is read in one C-level pass and each column is built with one call; the bytes are
-exactly those of the plain per-field encoding (`tests/unit/test_wire_columns.py` compares).
+exactly those of the plain per-field encoding (`tests/unit/test_wire_columns_encode.py` compares).
 """
 
 from __future__ import annotations
