@@ -179,11 +179,24 @@ class LearnerService:
                     self.error = f"no data for {lc.wait_timeout_s:.0f}s (learner.wait_timeout_s); are workers running?"
                     log.error(self.error)
                     break
+            if len(self.metrics) >= max_steps:
+                self._checkpoint_last_step()
         except Exception as exc:  # keep the reason for the driver instead of dying silently
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("learner loop failed")
         finally:
             self.done.set()
+
+    def _checkpoint_last_step(self) -> None:
+        """A resume checkpoint of the last step before `done` is set: the driver ends the run
+        once it sees `done`, so a learner killed after that restores max_steps, not the last
+        scheduled checkpoint (which would leave the steps since untrained, their ids lost)."""
+        if self.checkpoints is None or self.checkpoints.last.get("step") == len(self.metrics):
+            return
+        try:
+            self.checkpoints.save(self)
+        except Exception:  # noqa: BLE001 - stop() writes the final one; the log says why
+            log.exception("resume checkpoint of the last step failed")
 
     def _record(self, groups: list[list[Trajectory]], wait_s: float) -> None:
         version_before = self.version

@@ -69,9 +69,9 @@ def test_a_worker_and_the_learner_killed_together_lose_nothing(model_cache, ray_
             if len(run.steps) < 6:  # past the first checkpoint (step 5)
                 done.wait(0.2)
                 continue
-            # the kill must leave the restarted learner steps to train: killed after its
-            # last step (before the final checkpoint), the run ends on the restored state
-            # and those steps' ids are counted lost (seen once in CI: 120)
+            # the kill must leave the restarted learner steps to train (what this test is
+            # about); a kill after the last step restores the checkpoint the learner writes
+            # before it reports done (test_resume_state.py)
             if run.calls("status")["steps"] > STEPS - 3:
                 raise AssertionError("no moment with answers past a checkpoint in time")
             worker_id, actor, _ = run.pool.workers[0]

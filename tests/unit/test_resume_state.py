@@ -87,6 +87,22 @@ def test_held_trajectories_and_seen_ids_come_back(tmp_path):
     assert sorted(t.id for g in taken for t in g) == sorted(t.id for g in groups for t in g)
 
 
+def test_done_is_set_only_after_a_checkpoint_of_the_last_step(tmp_path):
+    # the driver ends the run once it sees `done`: a learner killed after that must come back
+    # at max_steps, not at its last scheduled checkpoint (none here) with the steps since untrained
+    svc = service(tmp_path / "resume", max_steps=1, checkpoint_every_steps=100, groups_per_step=1)
+    (group,) = rollout(svc.trainer.model, 0, n_groups=1, seed=1)
+    assert {v for v, _ in svc.buffer.add_batch(group, 0)} == {"accepted"}
+    seen: list = []
+    svc.done.set = lambda: seen.append(ResumeStore(tmp_path / "resume").latest())
+    svc.train()
+    assert [m["step"] for m in svc.metrics] == [1] and svc.error == ""
+    (latest,) = seen  # as done was set
+    assert latest is not None and latest[1]["step"] == 1 and latest[1]["version"] == svc.version
+    svc.train()  # a learner restored at max_steps is done at once, with no second checkpoint
+    assert svc.checkpoints.saves == 1 and len(seen) == 2
+
+
 def test_a_torn_checkpoint_is_never_the_one_resumed(tmp_path):
     store = ResumeStore(tmp_path, keep=3)
     store.save({"n": 1}, version=1, step=1)
