@@ -7,17 +7,19 @@ thread takes each group from the buffer as soon as it completes (`--take-groups 
 learner step's worth at once): an infinitely fast learner, so credits come back and the figure
 is what the stream itself can carry. The baseline moves the very same serialized
 `TrajectoryBatch` bytes, length-prefixed, over a plain loopback socket to a thread that only
-reads them. Two more baselines say what bounds the gRPC figure: raw TCP + protobuf parse, and a
+reads them. More baselines say what bounds the gRPC figure: raw TCP + protobuf parse, a
 bare gRPC stream of the same bytes (no decoding, no credits, a 0-byte answer per message: the
-most any gRPC-Python ingest can do at this batch size). "The same bytes" is the column form
-`TrajectoryClient` sends (`serialized_batches`). Ours and the bare stream run back to back in
-alternating order (ABBA...) and their ratio is also reported per repeat
-(`figures.ratio_vs_bare_per_repeat`), so load drift on a shared machine shows as spread
-instead of bias; each process's CPU time per message (`*_cpu_us_per_message`) is the steadier
-figure there; `credit_only_acks` counts the Acks that carried only credits (a message and a
-wake-up each). A single-threaded profile times each stage of our path.
+most any gRPC-Python ingest can do at this batch size), and two floors between the bare stream
+and ours (`ingest_floors.py`: parse + Ack; parse + the column checks + Ack), which say how
+much of the gap any ingest that reads its messages pays. "The same bytes" is the column form
+`TrajectoryClient` sends (`serialized_batches`). Ours, the bare stream and the floors run back
+to back, their order rotated each repeat, and each one's ratio to the bare stream is also
+reported per repeat (`figures.*_vs_bare_per_repeat`), so load drift on a shared machine shows
+as spread instead of bias; each process's CPU time per message (`*_cpu_us_per_message`) is
+the steadier figure there; `credit_only_acks` counts the Acks that carried only credits (a
+message and a wake-up each). A single-threaded profile times each stage of our path.
 
-    rewardloop bench ingest --json [--repeats 3] [--trajectories 4096] [--batch-size 24]
+    rewardloop bench ingest --json [--repeats 3] [--trajectories 16384] [--batch-size 24]
                                    [--capacity 96] [--take-groups 1] [--per-call 24]
 """
 
@@ -25,10 +27,11 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import numpy as np
 
-from rewardloop.bench import common
+from rewardloop.bench import common, ingest_floors
 from rewardloop.config import LearnerConfig
 from rewardloop.trajectory import RewardPart, Trajectory
 
@@ -36,8 +39,6 @@ GOAL_RATIO_MIN = 0.5
 GOAL_BARE_RATIO_MIN = 0.8  # issue 11: ours >= 0.8 x a bare gRPC-Python stream of the same bytes
 VOCAB = 32000  # a realistic LM vocabulary
 READERS = ("alice", "bob", "carol")
-_FLOOR_SERVICE = "rewardloop.bench.BareStream"
-_FLOOR_METHOD = f"/{_FLOOR_SERVICE}/Stream"
 
 
 def make_trajectories(
@@ -125,27 +126,6 @@ def client_tcp(port: int, n: int, seed: int, batch_size: int) -> dict:
     return {"seconds": seconds, "bytes": sum(len(f) for f in frames), "n": n, "accepted": n}
 
 
-def client_grpc_floor(port: int, n: int, seed: int, batch_size: int) -> dict:
-    """Send the same serialized batches as raw bytes on a bare gRPC bidi stream."""
-    from rewardloop import grpc_util
-
-    frames = serialized_batches(make_trajectories(n, seed, worker_id="bench"), batch_size)
-    channel = grpc_util.new_channel(f"127.0.0.1:{port}")
-    try:
-        call = channel.stream_stream(_FLOOR_METHOD)  # no (de)serializers: bytes in, bytes out
-        sum(1 for _ in call(iter(frames[:2]), timeout=60.0))  # connect outside the timed part
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        answers = sum(1 for _ in call(iter(frames), timeout=120.0))
-        seconds, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-    finally:
-        channel.close()
-    if answers != len(frames):
-        raise RuntimeError(f"bare gRPC stream: {answers} answers for {len(frames)} messages")
-    nbytes = sum(len(f) for f in frames)
-    out = {"seconds": seconds, "worker_cpu_s": cpu_s, "bytes": nbytes, "n": n, "accepted": n}
-    return {**out, "messages": len(frames)}
-
-
 # ---- the learner side (this process) ---------------------------------------------------
 
 
@@ -205,31 +185,6 @@ def run_tcp(workers: common.Workers, n: int, seed: int, batch_size: int, parse: 
         sink.close()
 
 
-def run_grpc_floor(workers: common.Workers, n: int, seed: int, batch_size: int) -> dict:
-    """A gRPC server that reads each message and answers 0 bytes: gRPC-Python's own cost."""
-    import grpc
-
-    from rewardloop import grpc_util
-
-    def stream(requests, context):
-        for _ in requests:
-            yield b""
-
-    server = grpc_util.new_server(4)
-    handler = grpc.stream_stream_rpc_method_handler(stream)  # bytes in, bytes out
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_FLOOR_SERVICE, {"Stream": handler}),)
-    )
-    port = grpc_util.bind(server, "127.0.0.1", 0)
-    server.start()
-    try:
-        cpu0 = time.process_time()
-        out = workers.call(0, client_grpc_floor, port, n, seed, batch_size)
-        return {**out, "learner_cpu_s": time.process_time() - cpu0}
-    finally:
-        server.stop(1.0).wait(2.0)
-
-
 def _figure(rs: list[dict]) -> dict:
     secs = [x["seconds"] for x in rs]
     out = {
@@ -251,11 +206,22 @@ def _figure(rs: list[dict]) -> dict:
     return out
 
 
+_FLOOR_FIGURES = {
+    "bare": "grpc_bare_stream",
+    "parse_ack": "grpc_floor_parse_ack",
+    "parse_check_ack": "grpc_floor_parse_check_ack",
+}
+
+
+def _floor(workers: common.Workers, mode: str, n: int, seed: int, batch_size: int):
+    return partial(ingest_floors.run, workers, mode, n, seed, batch_size, VOCAB)
+
+
 def main(argv: list[str]) -> dict:
     from rewardloop.bench import ingest_profile
 
     p = common.parser("ingest", __doc__.split("\n")[0])
-    p.add_argument("--trajectories", type=int, default=4096)
+    p.add_argument("--trajectories", type=int, default=16384)
     p.add_argument("--batch-size", type=int, default=24, help="trajectories per TrajectoryBatch")
     p.add_argument("--capacity", type=int, default=96, help="learner buffer capacity = credits")
     p.add_argument(
@@ -277,24 +243,25 @@ def main(argv: list[str]) -> dict:
         "grpc": [],
         "grpc_per_call": [],
         "grpc_bare_stream": [],
+        "grpc_floor_parse_ack": [],
+        "grpc_floor_parse_check_ack": [],
         "tcp": [],
         "tcp_parse": [],
     }
-    grpc_args = (args.batch_size, args.capacity)
+    grpc_args, bs, take = (args.batch_size, args.capacity), args.batch_size, args.take_groups
     with common.Workers(1) as workers:
         for r in range(args.repeats):
             seed = 1000 * (r + 1)
             common.log(f"ingest: repeat {r + 1}/{args.repeats}")
             runs["tcp"].append(run_tcp(workers, n, seed, args.batch_size, parse=False))
             runs["tcp_parse"].append(run_tcp(workers, n, seed + 1, args.batch_size, parse=True))
-            # ours and the bare stream back to back, in alternating order (ABBA...), so drift in
-            # the machine's load hits both alike; their per-repeat ratio is reported too
-            pair = [
-                ("grpc_bare_stream", run_grpc_floor, (n, seed + 4, args.batch_size)),
-                ("grpc", run_grpc, (n, seed + 2, *grpc_args, 0, args.take_groups)),
-            ]
-            for name, run, run_args in pair if r % 2 == 0 else pair[::-1]:
-                runs[name].append(run(workers, *run_args))
+            # ours, the bare stream and the floors back to back, the order rotated each repeat,
+            # so drift in the machine's load hits all alike; per-repeat ratios are reported too
+            order = [("grpc", partial(run_grpc, workers, n, seed + 2, *grpc_args, 0, take))]
+            for k, mode in enumerate(ingest_floors.MODES):
+                order.append((_FLOOR_FIGURES[mode], _floor(workers, mode, n, seed + 4 + k, bs)))
+            for name, run in order[r % len(order) :] + order[: r % len(order)]:
+                runs[name].append(run())
             if args.per_call:
                 runs["grpc_per_call"].append(
                     run_grpc(workers, n, seed + 3, *grpc_args, args.per_call, args.take_groups)
@@ -310,6 +277,15 @@ def main(argv: list[str]) -> dict:
         "values": [round(x, 3) for x in pair_ratios],
         **common.spread(pair_ratios),
     }
+    for name in ("grpc_floor_parse_ack", "grpc_floor_parse_check_ack"):  # what any ingest pays
+        floor = [
+            b["seconds"] / f["seconds"]
+            for f, b in zip(runs[name], runs["grpc_bare_stream"], strict=True)
+        ]
+        figures[f"{name}_vs_bare_per_repeat"] = {
+            "values": [round(x, 3) for x in floor],
+            **common.spread(floor),
+        }
     comparisons = [
         common.comparison(
             "ingest throughput: gRPC stream vs raw TCP",
@@ -336,6 +312,19 @@ def main(argv: list[str]) -> dict:
             f"{bare['learner_cpu_us_per_message']['median']:.0f}, worker "
             f"{grpc['worker_cpu_us_per_message']['median']:.0f} vs "
             f"{bare['worker_cpu_us_per_message']['median']:.0f}",
+        ),
+        *(
+            common.comparison(
+                f"floor: a stream that only {what} vs the bare stream, same bytes",
+                (f"{what} (no buffer, no credits)", figures[name]["MB_per_s"], "MB/s"),
+                ("bare gRPC-Python stream", bare["MB_per_s"], "MB/s"),
+                note=f"per-repeat ratio median {figures[f'{name}_vs_bare_per_repeat']['median']}"
+                f"; learner CPU us per message {figures[name]['learner_cpu_us_per_message']['median']:.0f}",
+            )
+            for name, what in (
+                ("grpc_floor_parse_ack", "parses each batch and answers its Ack"),
+                ("grpc_floor_parse_check_ack", "parses, checks the columns, answers the Ack"),
+            )
         ),
         common.comparison(
             "transport ceiling: bare gRPC-Python stream vs raw TCP, same bytes",
