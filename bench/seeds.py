@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from rewardloop.bench import common
+from rewardloop.run_outputs import read_records
 
 TAIL_STEPS = 40  # steps at the end of a run whose entropy and reward describe how it ended
 STOP_GRACE_S = 60.0  # a run past --timeout-s gets this long to stop its Ray after SIGTERM
@@ -92,7 +93,7 @@ def read_run(out: Path) -> dict:
     path = out / "metrics.jsonl"
     if not path.exists():
         return {"reached": False}
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_records(path)  # a run killed mid-write leaves a torn last line: skipped
     evals = [r for r in records if r.get("event") == "eval" and "checkpoint" not in r]
     final = next((r for r in records if r.get("event") == "eval" and "checkpoint" in r), None)
     steps = [r for r in records if "event" not in r]

@@ -65,6 +65,14 @@ def test_a_stuck_reader_is_reported_with_how_the_run_ended(tmp_path):
     assert r["end"]["entropy"] == 0.5
 
 
+def test_a_torn_last_line_of_a_killed_run_is_skipped(tmp_path):
+    write_run(tmp_path / "torn", [(0, {"alice": 0.3}), (20, {"alice": 0.9})], 20, {"alice": 0.9})
+    with (tmp_path / "torn" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 21, "entropy": 0.')  # the process died inside this write
+    r = seeds.read_run(tmp_path / "torn")
+    assert r["reached"] is True and r["steps"] == 20 and r["steps_done"] == 20
+
+
 def test_summary_counts_runs_that_never_started_apart(tmp_path):
     runs = [
         {
