@@ -206,15 +206,14 @@ def _figure(rs: list[dict]) -> dict:
     return out
 
 
-_FLOOR_FIGURES = {
-    "bare": "grpc_bare_stream",
-    "parse_ack": "grpc_floor_parse_ack",
-    "parse_check_ack": "grpc_floor_parse_check_ack",
-}
-
-
-def _floor(workers: common.Workers, mode: str, n: int, seed: int, batch_size: int):
-    return partial(ingest_floors.run, workers, mode, n, seed, batch_size, VOCAB)
+def _vs_bare_per_repeat(runs: dict[str, list[dict]], name: str) -> dict:
+    """`name` / the bare stream per repeat (same bytes, run back to back): throughput ratio =
+    time ratio^-1."""
+    ratios = [
+        b["seconds"] / x["seconds"]
+        for x, b in zip(runs[name], runs["grpc_bare_stream"], strict=True)
+    ]
+    return {"values": [round(x, 3) for x in ratios], **common.spread(ratios)}
 
 
 def main(argv: list[str]) -> dict:
@@ -248,7 +247,7 @@ def main(argv: list[str]) -> dict:
         "tcp": [],
         "tcp_parse": [],
     }
-    grpc_args, bs, take = (args.batch_size, args.capacity), args.batch_size, args.take_groups
+    grpc_args = (args.batch_size, args.capacity)
     with common.Workers(1) as workers:
         for r in range(args.repeats):
             seed = 1000 * (r + 1)
@@ -257,9 +256,12 @@ def main(argv: list[str]) -> dict:
             runs["tcp_parse"].append(run_tcp(workers, n, seed + 1, args.batch_size, parse=True))
             # ours, the bare stream and the floors back to back, the order rotated each repeat,
             # so drift in the machine's load hits all alike; per-repeat ratios are reported too
-            order = [("grpc", partial(run_grpc, workers, n, seed + 2, *grpc_args, 0, take))]
-            for k, mode in enumerate(ingest_floors.MODES):
-                order.append((_FLOOR_FIGURES[mode], _floor(workers, mode, n, seed + 4 + k, bs)))
+            order = [
+                ("grpc", partial(run_grpc, workers, n, seed + 2, *grpc_args, 0, args.take_groups))
+            ]
+            for k, (mode, name) in enumerate(ingest_floors.FIGURES.items()):
+                floor_args = (workers, mode, n, seed + 4 + k, args.batch_size, VOCAB)
+                order.append((name, partial(ingest_floors.run, *floor_args)))
             for name, run in order[r % len(order) :] + order[: r % len(order)]:
                 runs[name].append(run())
             if args.per_call:
@@ -268,24 +270,9 @@ def main(argv: list[str]) -> dict:
                 )
     figures = {name: _figure(rs) for name, rs in runs.items() if rs}
     grpc, tcp, bare = figures["grpc"], figures["tcp"], figures["grpc_bare_stream"]
-    # ours / bare per repeat (same bytes, run back to back): throughput ratio = time ratio^-1
-    pair_ratios = [
-        b["seconds"] / g["seconds"]
-        for g, b in zip(runs["grpc"], runs["grpc_bare_stream"], strict=True)
-    ]
-    figures["ratio_vs_bare_per_repeat"] = {
-        "values": [round(x, 3) for x in pair_ratios],
-        **common.spread(pair_ratios),
-    }
+    pair = figures["ratio_vs_bare_per_repeat"] = _vs_bare_per_repeat(runs, "grpc")
     for name in ("grpc_floor_parse_ack", "grpc_floor_parse_check_ack"):  # what any ingest pays
-        floor = [
-            b["seconds"] / f["seconds"]
-            for f, b in zip(runs[name], runs["grpc_bare_stream"], strict=True)
-        ]
-        figures[f"{name}_vs_bare_per_repeat"] = {
-            "values": [round(x, 3) for x in floor],
-            **common.spread(floor),
-        }
+        figures[f"{name}_vs_bare_per_repeat"] = _vs_bare_per_repeat(runs, name)
     comparisons = [
         common.comparison(
             "ingest throughput: gRPC stream vs raw TCP",
@@ -306,8 +293,8 @@ def main(argv: list[str]) -> dict:
             ratio_min=GOAL_BARE_RATIO_MIN,
             note=f"bare stream: {bare['us_per_message']} us per message of "
             f"{args.batch_size} trajectories; ours: {grpc['us_per_message']} us; per-repeat "
-            f"ratio min/median/max {min(pair_ratios):.2f}/{common.median(pair_ratios):.2f}/"
-            f"{max(pair_ratios):.2f}; CPU us per message, learner "
+            f"ratio min/median/max {pair['min']:.2f}/{pair['median']:.2f}/"
+            f"{pair['max']:.2f}; CPU us per message, learner "
             f"{grpc['learner_cpu_us_per_message']['median']:.0f} vs "
             f"{bare['learner_cpu_us_per_message']['median']:.0f}, worker "
             f"{grpc['worker_cpu_us_per_message']['median']:.0f} vs "

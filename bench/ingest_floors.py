@@ -21,7 +21,11 @@ from rewardloop.bench import common
 
 SERVICE = "rewardloop.bench.BareStream"
 METHOD = f"/{SERVICE}/Stream"
-MODES = ("bare", "parse_ack", "parse_check_ack")
+FIGURES = {  # mode -> its figure's name in `bench ingest`'s JSON
+    "bare": "grpc_bare_stream",
+    "parse_ack": "grpc_floor_parse_ack",
+    "parse_check_ack": "grpc_floor_parse_check_ack",
+}
 
 
 def client(port: int, n: int, seed: int, batch_size: int) -> dict:
@@ -53,16 +57,15 @@ def _answer(mode: str, vocab: int):
 
     if mode == "bare":
         return lambda frame: b""
-    parse, ack = trajectory_pb2.TrajectoryBatch.FromString, trajectory_pb2.Ack
+    parse = trajectory_pb2.TrajectoryBatch.FromString
 
-    def parse_ack(frame: bytes) -> bytes:
-        batch = parse(frame)
-        out = ack(batch_seq=batch.batch_seq, learner_version=1, accepted_rest=True)
+    def accepted(batch) -> bytes:  # the Ack of an all-accepted column batch
+        out = trajectory_pb2.Ack(batch_seq=batch.batch_seq, learner_version=1, accepted_rest=True)
         out.incarnation, out.durable_version = "bench-floor", 0
         return out.SerializeToString()
 
     if mode == "parse_ack":
-        return parse_ack
+        return lambda frame: accepted(parse(frame))
 
     def parse_check_ack(frame: bytes) -> bytes:
         batch = parse(frame)
@@ -77,9 +80,7 @@ def _answer(mode: str, vocab: int):
         )
         if not ok:
             raise ValueError("gRPC floor: the bench's own batch failed the checks")
-        out = ack(batch_seq=batch.batch_seq, learner_version=1, accepted_rest=True)
-        out.incarnation, out.durable_version = "bench-floor", 0
-        return out.SerializeToString()
+        return accepted(batch)
 
     return parse_check_ack
 
