@@ -16,7 +16,7 @@ from rewardloop.bench import common
 
 BENCHMARKS = ("ingest", "weights", "rollout", "learner", "e2e", "memory")
 # many runs / two Ray nodes / a live API / a diagnostic: not in `all`
-ON_DEMAND = ("seeds", "scaling", "serve", "learner_state")
+ON_DEMAND = ("seeds", "scaling", "serve", "learner_state", "pinned")
 
 
 def run(name: str, argv: list[str]) -> dict:

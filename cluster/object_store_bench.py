@@ -19,6 +19,7 @@ actor is pinned to the driver's node.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from rewardloop.weight_wire import ObjectStoreWeights
 
 from .actors import MAX_WAIT_S, RECENT_VERSIONS, WEIGHT_WAITERS
 
-__all__ = ["ObjectStoreFanout", "local_ray"]
+__all__ = ["ObjectStoreFanout", "local_ray", "plasma_usage"]
 
 
 @contextmanager
@@ -52,14 +53,26 @@ def local_ray(num_cpus: int) -> Iterator[None]:
         ray.shutdown()
 
 
+def plasma_usage() -> tuple[float, int]:
+    """(MiB, objects) in the object store of every node (Ray's memory summary, no dashboard)."""
+    from ray._private.internal_api import memory_summary
+
+    found = re.search(
+        r"Plasma memory usage (\d+) MiB, (\d+) objects", memory_summary(stats_only=True)
+    )
+    if not found:
+        raise RuntimeError("ray memory_summary: no 'Plasma memory usage' line")
+    return float(found.group(1)), int(found.group(2))
+
+
 @ray.remote(max_concurrency=8, concurrency_groups={"weights": WEIGHT_WAITERS})
 class _Publisher:
     """LearnerActor's publishing half: `ray.put` each version, refs in a WeightRegistry."""
 
-    def __init__(self, make_state: Callable[[], dict[str, torch.Tensor]]):
+    def __init__(self, make_state: Callable[[], dict[str, torch.Tensor]], keep: int):
         torch.set_num_threads(1)  # as the learner (learner.torch_threads)
         self.state = make_state()
-        self.registry = WeightRegistry(keep=RECENT_VERSIONS, max_wait_s=MAX_WAIT_S)
+        self.registry = WeightRegistry(keep=keep, max_wait_s=MAX_WAIT_S)
 
     def ready(self) -> int:
         return len(self.state)
@@ -105,13 +118,14 @@ class ObjectStoreFanout:
         fetchers: int,
         num_cpus: float = 1,
         timeout_s: float = 120.0,
+        keep: int = RECENT_VERSIONS,
     ):
         if fetchers < 1:
             raise ValueError(f"fetchers: must be >= 1, got {fetchers}")
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         opts = {"num_cpus": num_cpus, "scheduling_strategy": here}
         self.timeout_s = timeout_s
-        self.publisher = _Publisher.options(**opts).remote(make_state)
+        self.publisher = _Publisher.options(**opts).remote(make_state, keep)
         self.fetchers = [
             _Fetcher.options(**opts).remote(self.publisher, timeout_s) for _ in range(fetchers)
         ]

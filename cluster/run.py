@@ -70,7 +70,8 @@ class Run:
         self.metrics_log: MetricsLog | None = None
         self.error = ""
         self.target_version: int | None = None  # the evaluated version that reached eval.target
-        self.target_weights: dict | None = None
+        self.target_weights = None  # that version's weights: its object ref (held, not copied)
+        self._evaluated = None  # the ref of the newest evaluated version
         self.worker_stats: list[dict] = []
         self.feedback_stats: dict = {}
         self.checkpoint = self.out / "checkpoint"
@@ -221,16 +222,17 @@ class Run:
             self.feedback_stats = self.feedback.stop()
 
     def save(self) -> Path:
-        """Checkpoint the version that reached eval.target, else the newest (HF directory)."""
+        """Checkpoint the version that reached eval.target (its ref reaches the learner as the
+        state dict), else the newest (HF directory); the newest too, with a warning, if the
+        target's weights died with the learner that put them (Ray restarted it meanwhile)."""
         meta = {"steps": len(self.steps), "config": to_dict(self.cfg)}
-        self.calls(
-            "save",
-            str(self.checkpoint),
-            meta,
-            self.target_version,
-            self.target_weights,
-            timeout_s=300,
-        )
+        path, version = str(self.checkpoint), self.target_version
+        try:
+            self.calls("save", path, meta, version, self.target_weights, timeout_s=300)
+        except ray.exceptions.ObjectLostError as exc:  # RayTaskError(OwnerDiedError) included
+            log.warning("version %s lost with its learner (%s); saving the newest", version, exc)
+            self.target_version = self.target_weights = None
+            self.calls("save", path, meta, None, None, timeout_s=300)
         return self.checkpoint
 
     def finish(self) -> dict:
@@ -325,17 +327,19 @@ class Run:
             self.evaluator.load(ray.get(ref, timeout=CALL_TIMEOUT_S))
         except ray.exceptions.ObjectLostError:  # its learner died meanwhile: the next poll
             return
+        self._evaluated = ref
         self._record_eval({"step": len(self.steps), "version": version, **self.evaluator()})
 
     def _reached_target(self) -> bool:
         target, rates = self.cfg.eval.target, self.evals[-1]["by_key"]
+        evaluated, self._evaluated = self._evaluated, None  # a ref pins its version: not held
         if not target or not rates or min(rates.values()) < target:
             return False
         log.info("every key reached eval.target=%.2f at step %d", target, len(self.steps))
         self.target_version = self.evals[-1]["version"]
-        # the learner trains on while we evaluate and stop: keep these exact weights
-        state = self.evaluator.model.state_dict()
-        self.target_weights = {k: v.clone() for k, v in state.items()}
+        # the learner trains on while we stop: these exact weights are saved, held by their ref
+        # in the object store (the learner's registry keeps only its newest), not copied here
+        self.target_weights = evaluated
         return True
 
     # -- reporting -------------------------------------------------------------------------
