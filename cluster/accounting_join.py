@@ -10,7 +10,9 @@ the learner's in-flight ids (bounded by its buffer) and counters.
 
 The rules are accounting_report's, unchanged (its module doc): an id's outcome is the learner's
 first outcome line for it, else the worker's own drop, else in flight at the end (the learner's
-snapshot, or unacked in the spool), else lost; ids in order of their worker's journal (workers
+snapshot, or unacked in the spool, or answered only by a learner process that died before a
+checkpoint covered the answer, when the worker never met the final one: see `_line`), else lost;
+ids in order of their worker's journal (workers
 by name), a worker's drops of ids it never sent after its sent ones; an id in two journals is a
 conflict, counted once at the second; a `maybe_duplicate` refusal of an id whose outcome the
 audit already has is a duplicate, not a second outcome.
@@ -37,7 +39,14 @@ CREATE TABLE journal (worker TEXT, id TEXT, ord INTEGER, sent INTEGER, PRIMARY K
 CREATE TABLE acked (worker TEXT, id TEXT, PRIMARY KEY (worker, id));
 CREATE TABLE dropped (worker TEXT, id TEXT, outcome TEXT, reason TEXT, PRIMARY KEY (worker, id));
 CREATE TABLE learner (id TEXT PRIMARY KEY, line TEXT, n INTEGER);
+CREATE TABLE answer (worker TEXT, id TEXT, inc TEXT, v INTEGER, PRIMARY KEY (worker, id));
+CREATE TABLE released (worker TEXT, id TEXT, PRIMARY KEY (worker, id));
 """
+# spool_replay.note_answer in SQL: an id's first answer from its newest answerer
+_ANSWER = (
+    "INSERT INTO answer VALUES (?, ?, ?, ?) ON CONFLICT (worker, id) DO UPDATE"
+    " SET inc = excluded.inc, v = excluded.v WHERE answer.inc != excluded.inc"
+)
 
 
 class Join:
@@ -51,6 +60,8 @@ class Join:
         self.db.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;" + _SCHEMA)
         self.duplicates: Counter[str] = Counter()  # duplicate lines by the worker they name
         self.workers: list[str] = []
+        self.durable: dict[str, dict[str, int]] = {}  # worker -> {incarnation: durable version}
+        self.answerers: dict[str, set[str]] = {}  # worker -> learner processes that answered it
 
     def __enter__(self) -> Join:
         return self
@@ -63,6 +74,10 @@ class Join:
         """One worker's journal (actors/spool.py), as `read_journal` reads it."""
         self.workers.append(worker)
         db, n = self.db, 0
+        durable, answerers = (
+            self.durable.setdefault(worker, {}),
+            self.answerers.setdefault(worker, set()),
+        )
         db.execute("BEGIN")
         for record in iter_records(path):
             sent = record.get("sent", ())
@@ -76,6 +91,24 @@ class Join:
                     "INSERT OR IGNORE INTO acked VALUES (?, ?)",
                     ((worker, tid) for tid in record["acked"]),
                 )
+                inc, version = str(record.get("inc", "")), int(record.get("v", 0))
+                if inc:
+                    answerers.add(inc)
+                    db.executemany(
+                        _ANSWER, ((worker, tid, inc, version) for tid in record["acked"])
+                    )
+                else:  # a final answer: nothing to wait for
+                    db.executemany(
+                        "DELETE FROM answer WHERE worker = ? AND id = ?",
+                        ((worker, tid) for tid in record["acked"]),
+                    )
+            if "durable" in record:
+                inc = str(record.get("inc", ""))
+                durable[inc] = max(durable.get(inc, 0), int(record["durable"]))
+            db.executemany(
+                "INSERT OR IGNORE INTO released VALUES (?, ?)",
+                ((worker, tid) for tid in record.get("released", ())),
+            )
             for tid, outcome, reason in record.get("dropped", ()):
                 db.execute(
                     "INSERT INTO dropped VALUES (?, ?, ?, ?) ON CONFLICT (worker, id) DO UPDATE"
@@ -119,27 +152,55 @@ class Join:
         flush()
         db.execute("COMMIT")
 
-    def joined(self, in_flight: set[str], conflict: Callable[[], None]) -> Iterator[dict]:
+    def joined(
+        self, in_flight: set[str], conflict: Callable[[], None], final: str = ""
+    ) -> Iterator[dict]:
         """The joined lines, worker by worker in journal order, then the learner's outcomes of
-        ids no journal has; `conflict()` is called for each id met in a second journal."""
+        ids no journal has; `conflict()` is called for each id met in a second journal.
+        `final`: the learner process that wrote the in-flight record ("" if none did)."""
         db = self.db
         db.execute("CREATE INDEX journal_id ON journal (id, worker)")
         for worker in sorted(self.workers):  # by name: an id is an earlier worker's first
             cursor = db.execute(
                 "SELECT j.id, j.sent, l.line, d.outcome, d.reason, a.id IS NOT NULL,"
-                " EXISTS (SELECT 1 FROM journal e WHERE e.id = j.id AND e.worker < j.worker)"
+                " EXISTS (SELECT 1 FROM journal e WHERE e.id = j.id AND e.worker < j.worker),"
+                " n.inc, n.v, r.id IS NOT NULL"
                 " FROM journal j"
                 " LEFT JOIN learner l ON l.id = j.id"
                 " LEFT JOIN dropped d ON d.worker = j.worker AND d.id = j.id"
                 " LEFT JOIN acked a ON a.worker = j.worker AND a.id = j.id"
+                " LEFT JOIN answer n ON n.worker = j.worker AND n.id = j.id"
+                " LEFT JOIN released r ON r.worker = j.worker AND r.id = j.id"
                 " WHERE j.worker = ? ORDER BY j.ord",
                 (worker,),
             )
-            for tid, sent, learner, dropped, reason, acked, earlier in cursor:
+            durable = self.durable.get(worker, {})
+            met_final = final in self.answerers.get(worker, ())
+            for tid, sent, learner, dropped, reason, acked, earlier, inc, v, released in cursor:
                 if earlier:
                     conflict()  # one id in two spools would be a bug in id generation
                     continue
-                yield _line(tid, worker, sent, learner, dropped, reason, acked, in_flight)
+                line = _line(tid, worker, sent, learner, dropped, reason, acked, in_flight)
+                # Answered only by a learner process that died before a checkpoint covered the
+                # answer (so its successor never knew the id), still held in the spool, and the
+                # worker never met the final process, which would have made it re-send the id
+                # (actors/spooled_sink.py orphans): the run ended with it in the spool, as if
+                # unacked. An id the final process answered and then has no outcome for, or that
+                # a worker talking to it failed to re-send, stays lost.
+                orphan = inc is not None and inc != final and durable.get(inc, 0) <= v
+                if (
+                    line["outcome"] == "lost"
+                    and final
+                    and orphan
+                    and not released
+                    and not met_final
+                ):
+                    line.update(
+                        outcome="in_flight_at_end",
+                        source=f"worker spool (answered by learner {inc}, which died before a "
+                        "checkpoint covered it; the run ended before the worker met the next)",
+                    )
+                yield line
         outside = db.execute(
             "SELECT line FROM learner WHERE id NOT IN (SELECT id FROM journal) ORDER BY rowid"
         )

@@ -5,7 +5,9 @@
     expired,         worker's own drops (an expired rating, a non-finite reward: the journal's
     rejected         "dropped")
     in_flight_at_end ids with no outcome that were still in the learner's buffer or step when it
-                     stopped (audit/learner_in_flight.json), or unacked in a worker's spool
+                     stopped (audit/learner_in_flight.json), or unacked in a worker's spool, or
+                     held there answered only by a learner process that died uncovered by a
+                     checkpoint, the worker never having met the final one (accounting_join)
     lost             generated ids with none of the above: never assumed to be 0, counted
     duplicates_ignored  re-sent ids the learner ignored (audit lines with outcome "duplicate",
                      and refusals marked `maybe_duplicate` of ids whose outcome is already there)
@@ -57,19 +59,21 @@ def prepare(cfg: RunConfig, fresh: bool = True) -> RunConfig:
     return replace(cfg, rollout={"spool_dir": str(root)})
 
 
-def _in_flight(audit_dir: Path) -> tuple[set[str], bool]:
+def _in_flight(audit_dir: Path) -> tuple[set[str], bool, str]:
+    """(ids in flight as the learner stopped, whether it recorded them, which process did)."""
     try:
         record = json.loads((audit_dir / IN_FLIGHT_FILE).read_text())
     except (OSError, ValueError):
-        return set(), False
-    return set(record.get("buffered", {})) | set(record.get("taken", {})), True
+        return set(), False, ""
+    ids = set(record.get("buffered", {})) | set(record.get("taken", {}))
+    return ids, True, str(record.get("incarnation", ""))
 
 
 def _account(cfg: RunConfig, emit: Callable[[dict], object]) -> dict:
     """The accounting section; each joined line goes to `emit` as it is made (accounting_join.py:
     the ids wait in a temporary SQLite file, not in memory)."""
     audit_dir, root = Path(cfg.out) / "audit", spool_root(cfg)
-    in_flight, snapshot = _in_flight(audit_dir)
+    in_flight, snapshot, final = _in_flight(audit_dir)
     totals: Counter[str] = Counter({k: 0 for k in FIELDS})
     by_worker: dict[str, Counter] = {}
     outside = 0
@@ -84,7 +88,7 @@ def _account(cfg: RunConfig, emit: Callable[[dict], object]) -> dict:
         def conflict() -> None:
             totals["outcome_conflicts"] += 1
 
-        for line in join.joined(in_flight, conflict):
+        for line in join.joined(in_flight, conflict, final):
             if line.get("source") == "learner (no spool)":
                 outside += 1
             else:

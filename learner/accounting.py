@@ -189,14 +189,17 @@ class Ledger:
             out["taken"] = len(self._taken)
             return out
 
-    def write_in_flight(self, buffered: dict[str, str]) -> Path | None:
+    def write_in_flight(self, buffered: dict[str, str], incarnation: str = "") -> Path | None:
         """Record the ids in flight as the learner stops: `buffered` (id -> worker, from the
-        buffer) and those taken for a step that did not finish. Replaced atomically."""
+        buffer) and those taken for a step that did not finish, and which learner process
+        stopped (`incarnation`: the accounting tells its answers from a dead one's). Replaced
+        atomically."""
         if self.audit_dir is None:
             return None
         with self._lock:
             record = {
                 "time": time.time(),
+                "incarnation": incarnation,
                 "buffered": buffered,
                 "taken": dict(self._taken),
                 "counts": {k: self._counts[k] for k in (*OUTCOMES, "duplicates_ignored")},

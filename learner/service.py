@@ -297,7 +297,7 @@ class LearnerService:
         if self.weight_server is not None:
             self.weight_server.stop()
         self.live.stop()
-        self.ledger.write_in_flight(self.buffer.held_ids())  # what is in flight as it stops
+        self.ledger.write_in_flight(self.buffer.held_ids(), self.incarnation)  # as it stops
 
     # ---- resume (learner/durability.py) ------------------------------------------------
 

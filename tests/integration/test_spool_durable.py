@@ -72,12 +72,25 @@ def _sink(target: str, spool_dir) -> SpooledSink:
     return SpooledSink(client, Spool(spool_dir, segment_trajectories=2))
 
 
-@pytest.mark.parametrize("worker", ["restarted", "alive"])
-def test_what_a_dead_learner_answered_after_its_checkpoint_is_sent_again(tmp_path, worker):
+def _first_learner(tmp_path):
+    """(cfg, audit dir, spool dir, learner "a" at version 0, a worker's sink talking to it)."""
     cfg = load_config(None, [f"out={tmp_path}"])
     audit, spool_dir = tmp_path / "audit", spool_root(cfg) / "w1"
     a = _Learner(audit, "a", version=0)
-    sink = _sink(a.server.address, spool_dir)
+    return cfg, audit, spool_dir, a, _sink(a.server.address, spool_dir)
+
+
+def _close(sink, *learners) -> None:
+    sink.close()
+    sink.spool.close()
+    for learner in learners:
+        if learner is not None:
+            learner.stop()
+
+
+@pytest.mark.parametrize("worker", ["restarted", "alive"])
+def test_what_a_dead_learner_answered_after_its_checkpoint_is_sent_again(tmp_path, worker):
+    cfg, audit, spool_dir, a, sink = _first_learner(tmp_path)
     b = None
     try:
         assert sorted(_send(sink, "x1", "x2").accepted) == ["x1", "x2"]
@@ -109,11 +122,7 @@ def test_what_a_dead_learner_answered_after_its_checkpoint_is_sent_again(tmp_pat
         assert sink.spool.unacked_ids == ["x8"]
         assert b.train(1, step=3) == ["x8"]
     finally:
-        sink.close()
-        sink.spool.close()
-        a.stop()
-        if b is not None:
-            b.stop()
+        _close(sink, a, b)
     lines = read_audit(audit / "learner.jsonl")
     trained = [x["id"] for x in lines if x["outcome"] == "trained"]
     expect = ["x1", "x2", "x3", "x4", "x5", "x6", "x8"] + (["x7"] if worker == "alive" else [])
@@ -126,3 +135,42 @@ def test_what_a_dead_learner_answered_after_its_checkpoint_is_sent_again(tmp_pat
     section, _ = account(cfg)
     assert section["lost"] == 0 and section["outcome_conflicts"] == 0
     assert section["trained"] == len(expect) and section["duplicates_ignored"] == 4
+
+
+@pytest.mark.parametrize("final", ["b", "a"])
+def test_what_a_learner_answered_uncovered_before_it_died_at_the_end_is_in_flight(tmp_path, final):
+    """The run's end: "a" answers x5, x6 after its last checkpoint and is killed (during the
+    driver's final stop, the pool already down); Ray's restart "b" comes back from that
+    checkpoint and stops, and no worker ever talks to it. x5, x6 are held in the spool, answered
+    only by a dead process: in flight at the end, not lost. The control: the same ids with "a"
+    itself the process that stopped and wrote the record (it answered them and then had no
+    outcome and no record of them: an ack-and-drop bug) stay lost."""
+    cfg, audit, spool_dir, a, sink = _first_learner(tmp_path)
+    b = None
+    try:
+        assert sorted(_send(sink, "x1", "x2", "x3", "x4").accepted) == ["x1", "x2", "x3", "x4"]
+        assert a.train(2, step=1) == ["x1", "x2"]
+        a.version.v = 1
+        state = a.snapshot()  # the last checkpoint, at version 1: x3, x4 in its buffer
+        a.durable = 1
+        assert sorted(_send(sink, "x5", "x6", version=1).accepted) == ["x5", "x6"]
+        if final == "a":  # a stops and records what is in flight, without x5, x6
+            a.ledger.write_in_flight({"x3": "w1", "x4": "w1"}, "a")
+        a.stop()
+        if final == "b":
+            b = _Learner(audit, "b", version=1, state=state)
+            b.ledger.write_in_flight(b.buffer.held_ids(), "b")  # its stop: x3, x4 held
+    finally:
+        _close(sink, a, b)
+    journal = read_journal(spool_dir)
+    assert journal["answers"]["x5"] == ("a", 1) and journal["durable"] == {"a": 1}
+    section, lines = account(cfg)
+    outcome = {x["id"]: x["outcome"] for x in lines}
+    assert [outcome[i] for i in ("x1", "x2")] == ["trained", "trained"]
+    assert [outcome[i] for i in ("x3", "x4")] == ["in_flight_at_end"] * 2
+    if final == "b":
+        assert [outcome[i] for i in ("x5", "x6")] == ["in_flight_at_end"] * 2
+        assert section["lost"] == 0 and section["in_flight_at_end"] == 4
+    else:
+        assert [outcome[i] for i in ("x5", "x6")] == ["lost", "lost"]
+        assert section["lost"] == 2
