@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from rewardloop.actors.spool_replay import covered
 from rewardloop.learner.accounting import OUTCOMES
 from rewardloop.run_outputs import iter_raw_records, iter_records
 
@@ -187,7 +188,7 @@ class Join:
                 # (actors/spooled_sink.py orphans): the run ended with it in the spool, as if
                 # unacked. An id the final process answered and then has no outcome for, or that
                 # a worker talking to it failed to re-send, stays lost.
-                orphan = inc is not None and inc != final and durable.get(inc, 0) <= v
+                orphan = inc is not None and inc != final and not covered((inc, v), durable)
                 if (
                     line["outcome"] == "lost"
                     and final
